@@ -1,0 +1,2 @@
+pub mod connect;
+pub mod process;

@@ -1,0 +1,324 @@
+//! Ring-buffer bytes -> typed events, once, at the edge. Nothing past this module knows the
+//! `#[repr(C)]` layouts of `monitor-common`.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use monitor_common::{
+    ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, AF_INET, AF_INET6, COMM_LEN,
+    SOCK_DGRAM, SOCK_STREAM,
+};
+use serde::{Deserialize, Serialize};
+
+/// A task name as the kernel keeps it: up to 16 bytes, NUL-padded. Stored inline so events
+/// carry it without allocating.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Comm([u8; COMM_LEN]);
+
+impl Comm {
+    pub fn new(raw: [u8; COMM_LEN]) -> Self {
+        Self(raw)
+    }
+
+    pub fn as_str(&self) -> &str {
+        let len = self.0.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+        // Task names are set by programs; keep the valid prefix rather than failing.
+        match std::str::from_utf8(&self.0[..len]) {
+            Ok(s) => s,
+            Err(e) => std::str::from_utf8(&self.0[..e.valid_up_to()]).unwrap_or_default(),
+        }
+    }
+}
+
+impl From<&str> for Comm {
+    fn from(s: &str) -> Self {
+        let mut raw = [0u8; COMM_LEN];
+        let n = s.len().min(COMM_LEN - 1);
+        raw[..n].copy_from_slice(&s.as_bytes()[..n]);
+        Self(raw)
+    }
+}
+
+impl std::fmt::Debug for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl Serialize for Comm {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Comm {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(Comm::from(s.as_str()))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connect {
+    pub tgid: u32,
+    pub tid: u32,
+    pub ktime_ns: u64,
+    pub fd: i32,
+    /// 0 or a negative errno.
+    pub ret: i32,
+    pub family: Family,
+    /// `None` when the kernel could not tell (no BTF) or the socket is neither stream nor datagram.
+    pub protocol: Option<Protocol>,
+    /// The destination as given; an IPv4-mapped IPv6 address stays IPv6 here.
+    pub ip: IpAddr,
+    pub port: u16,
+    pub comm: Comm,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exec {
+    pub tgid: u32,
+    pub ktime_ns: u64,
+    pub targeted: bool,
+    pub comm: Comm,
+    pub filename: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exit {
+    pub tgid: u32,
+    pub ktime_ns: u64,
+}
+
+/// One event from the kernel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RawEvent {
+    Connect(Connect),
+    Exec(Exec),
+    Exit(Exit),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    Short { kind: u32, len: usize, want: usize },
+    UnknownKind(u32),
+    UnknownFamily(u16),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::Short { kind, len, want } => {
+                write!(
+                    f,
+                    "record of kind {kind} is {len} bytes, expected at least {want}"
+                )
+            }
+            DecodeError::UnknownKind(k) => write!(f, "unknown record kind {k}"),
+            DecodeError::UnknownFamily(fam) => write!(f, "unknown address family {fam}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+fn read<T: Copy>(bytes: &[u8], kind: u32) -> Result<T, DecodeError> {
+    let want = size_of::<T>();
+    if bytes.len() < want {
+        return Err(DecodeError::Short {
+            kind,
+            len: bytes.len(),
+            want,
+        });
+    }
+    // SAFETY: length checked; T is a plain-old-data `#[repr(C)]` record; unaligned read.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
+    let header: EventHeader = read(bytes, 0)?;
+    let kind = EventKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
+    Ok(match kind {
+        EventKind::Connect => {
+            let e: ConnectEvent = read(bytes, header.kind)?;
+            let (family, ip) = match e.family {
+                AF_INET => {
+                    let a = [e.addr[0], e.addr[1], e.addr[2], e.addr[3]];
+                    (Family::Ipv4, IpAddr::V4(Ipv4Addr::from(a)))
+                }
+                AF_INET6 => (Family::Ipv6, IpAddr::V6(Ipv6Addr::from(e.addr))),
+                other => return Err(DecodeError::UnknownFamily(other)),
+            };
+            RawEvent::Connect(Connect {
+                tgid: e.header.tgid,
+                tid: e.header.tid,
+                ktime_ns: e.header.ktime_ns,
+                fd: e.fd,
+                ret: e.ret,
+                family,
+                protocol: match e.sock_type {
+                    SOCK_STREAM => Some(Protocol::Tcp),
+                    SOCK_DGRAM => Some(Protocol::Udp),
+                    _ => None,
+                },
+                ip,
+                port: e.port,
+                comm: Comm::new(e.comm),
+            })
+        }
+        EventKind::Exec => {
+            let e: ExecEvent = read(bytes, header.kind)?;
+            let len = (e.filename_len as usize).min(e.filename.len());
+            let name = &e.filename[..len];
+            let name = name.split(|&b| b == 0).next().unwrap_or_default();
+            RawEvent::Exec(Exec {
+                tgid: e.header.tgid,
+                ktime_ns: e.header.ktime_ns,
+                targeted: e.targeted != 0,
+                comm: Comm::new(e.comm),
+                filename: String::from_utf8_lossy(name).into_owned(),
+            })
+        }
+        EventKind::Exit => {
+            let e: ExitEvent = read(bytes, header.kind)?;
+            RawEvent::Exit(Exit {
+                tgid: e.header.tgid,
+                ktime_ns: e.header.ktime_ns,
+            })
+        }
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn as_bytes<T>(value: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a plain `#[repr(C)]` value.
+        unsafe {
+            std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()).to_vec()
+        }
+    }
+
+    pub fn connect_record(
+        family: u16,
+        addr: [u8; 16],
+        port: u16,
+        sock_type: u16,
+        ret: i32,
+    ) -> ConnectEvent {
+        let mut comm = [0u8; COMM_LEN];
+        comm[..4].copy_from_slice(b"curl");
+        ConnectEvent {
+            header: EventHeader::new(EventKind::Connect, 100, 101, 5_000),
+            fd: 3,
+            ret,
+            family,
+            sock_type,
+            port,
+            _pad: 0,
+            addr,
+            comm,
+        }
+    }
+
+    #[test]
+    fn decodes_ipv4_tcp_connect() {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[10, 203, 0, 2]);
+        let bytes = as_bytes(&connect_record(AF_INET, addr, 443, SOCK_STREAM, -115));
+        let RawEvent::Connect(c) = decode(&bytes).unwrap() else {
+            panic!()
+        };
+        assert_eq!(c.ip, "10.203.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            (c.port, c.fd, c.ret, c.tgid, c.tid),
+            (443, 3, -115, 100, 101)
+        );
+        assert_eq!(c.family, Family::Ipv4);
+        assert_eq!(c.protocol, Some(Protocol::Tcp));
+        assert_eq!(c.comm.as_str(), "curl");
+    }
+
+    #[test]
+    fn decodes_ipv6_udp_and_unknown_socket_types() {
+        let ip: Ipv6Addr = "fd00:203::2".parse().unwrap();
+        let bytes = as_bytes(&connect_record(AF_INET6, ip.octets(), 53, SOCK_DGRAM, 0));
+        let RawEvent::Connect(c) = decode(&bytes).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (c.ip, c.family, c.protocol),
+            (IpAddr::V6(ip), Family::Ipv6, Some(Protocol::Udp))
+        );
+        let bytes = as_bytes(&connect_record(AF_INET6, ip.octets(), 53, 5, 0));
+        let RawEvent::Connect(c) = decode(&bytes).unwrap() else {
+            panic!()
+        };
+        assert_eq!(c.protocol, None);
+    }
+
+    #[test]
+    fn rejects_short_unknown_and_bad_family() {
+        let bytes = as_bytes(&connect_record(AF_INET, [0; 16], 1, 1, 0));
+        assert!(matches!(
+            decode(&bytes[..20]),
+            Err(DecodeError::Short { .. })
+        ));
+        assert!(matches!(
+            decode(&bytes[..8]),
+            Err(DecodeError::Short { .. })
+        ));
+        let mut unknown = bytes.clone();
+        unknown[0] = 99;
+        assert_eq!(decode(&unknown), Err(DecodeError::UnknownKind(99)));
+        let bytes = as_bytes(&connect_record(1, [0; 16], 1, 1, 0));
+        assert_eq!(decode(&bytes), Err(DecodeError::UnknownFamily(1)));
+    }
+
+    #[test]
+    fn decodes_exec_with_odd_filenames() {
+        let mut e = ExecEvent {
+            header: EventHeader::new(EventKind::Exec, 7, 7, 1),
+            targeted: 1,
+            filename_len: 400, // longer than the buffer: clamped
+            comm: [0; COMM_LEN],
+            filename: [b'a'; monitor_common::EXEC_FILENAME_LEN],
+        };
+        e.filename[3] = 0xff;
+        let RawEvent::Exec(x) = decode(&as_bytes(&e)).unwrap() else {
+            panic!()
+        };
+        assert!(x.targeted);
+        assert_eq!(
+            x.filename.chars().count(),
+            monitor_common::EXEC_FILENAME_LEN
+        );
+        assert_eq!(x.comm.as_str(), "");
+    }
+
+    #[test]
+    fn comm_is_lossless_for_ascii_and_safe_for_garbage() {
+        assert_eq!(Comm::from("node").as_str(), "node");
+        assert_eq!(
+            Comm::from("a-very-long-thread-name").as_str(),
+            "a-very-long-thr"
+        );
+        let mut raw = [0u8; COMM_LEN];
+        raw[..3].copy_from_slice(&[b'o', b'k', 0xfe]);
+        assert_eq!(Comm::new(raw).as_str(), "ok");
+    }
+}

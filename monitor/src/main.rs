@@ -1,0 +1,173 @@
+//! egress-monitor: an eBPF runtime egress monitor for MCP servers.
+//!
+//! It watches MCP server processes from the kernel and reports when their credentials or
+//! sessions are exposed to interception. This binary is the userspace agent: it checks the
+//! machine, loads the kernel programs built from `monitor-ebpf`, discovers targets, and streams
+//! what it sees as JSON lines or as a readable text view.
+//!
+//! ```text
+//! egress-monitor run --pid 1234 --format text
+//! egress-monitor doctor
+//! ```
+mod analyze;
+mod decode;
+mod doctor;
+mod output;
+mod probes;
+mod process;
+mod run;
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{output::Format, process::targets::Selector};
+
+#[derive(Parser)]
+#[command(
+    name = "egress-monitor",
+    version,
+    about = "eBPF runtime egress monitor for MCP servers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Watch processes and stream events, findings and status lines.
+    Run(RunCli),
+    /// Check what this kernel and machine support, and what will and won't work.
+    Doctor {
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+}
+
+#[derive(Args)]
+#[group(id = "mode", multiple = false)]
+struct Mode {
+    /// Watch MCP servers, found by their command lines (the default).
+    #[arg(long, group = "mode")]
+    mcp: bool,
+    /// Watch every process.
+    #[arg(long, group = "mode")]
+    all: bool,
+    /// Watch these processes (and their children).
+    #[arg(long, num_args = 1.., value_name = "PID", group = "mode")]
+    pid: Vec<u32>,
+    /// Watch processes with this name (task name or executable name).
+    #[arg(long, num_args = 1.., value_name = "NAME", group = "mode")]
+    comm: Vec<String>,
+    /// Watch processes in this cgroup (v2 path, with or without /sys/fs/cgroup).
+    #[arg(long, num_args = 1.., value_name = "PATH", group = "mode")]
+    cgroup: Vec<String>,
+}
+
+#[derive(Args)]
+struct RunCli {
+    #[command(flatten)]
+    mode: Mode,
+    /// Also treat processes whose command line matches REGEX as MCP servers.
+    #[arg(long, value_name = "REGEX")]
+    mcp_pattern: Vec<String>,
+    /// Output format (default: text on a terminal, JSON lines otherwise).
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Append output to FILE instead of standard output (JSON lines by default).
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Report connects to loopback addresses too.
+    #[arg(long)]
+    include_loopback: bool,
+    /// Stop after SECONDS (fractions allowed).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    duration: Option<Duration>,
+    /// Kernel-side diagnostics through aya-log (off by default; costs nothing when off).
+    #[arg(long, value_name = "LEVEL", value_parser = ["error", "warn", "info", "debug", "trace"])]
+    ebpf_log: Option<String>,
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err("the duration must be a positive number of seconds".into());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl Mode {
+    fn selector(self) -> Selector {
+        if self.all {
+            Selector::All
+        } else if !self.pid.is_empty() {
+            Selector::Pids(self.pid)
+        } else if !self.comm.is_empty() {
+            Selector::Comms(self.comm)
+        } else if !self.cgroup.is_empty() {
+            Selector::Cgroups(
+                self.cgroup
+                    .iter()
+                    .map(|p| process::targets::normalize_cgroup(p))
+                    .collect(),
+            )
+        } else {
+            Selector::Mcp
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EGRESS_MONITOR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Doctor { format } => {
+            doctor::run(format).map(|ready| ready.then_some(()).is_some())
+        }
+        Command::Run(args) => {
+            let level = match args.ebpf_log.as_deref() {
+                None => 0,
+                Some("error") => 1,
+                Some("warn") => 2,
+                Some("info") => 3,
+                Some("debug") => 4,
+                Some(_) => 5,
+            };
+            if !args.mcp_pattern.is_empty()
+                && (args.mode.all
+                    || !args.mode.pid.is_empty()
+                    || !args.mode.comm.is_empty()
+                    || !args.mode.cgroup.is_empty())
+            {
+                tracing::warn!("--mcp-pattern only labels processes as MCP servers in this mode; it selects targets with --mcp");
+            }
+            run::run(run::RunArgs {
+                selector: args.mode.selector(),
+                mcp_patterns: args.mcp_pattern,
+                format: args.format,
+                output: args.output,
+                include_loopback: args.include_loopback,
+                duration: args.duration,
+                ebpf_log_level: level,
+            })
+            .map(|()| true)
+        }
+    };
+    match result {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::from(1),
+        Err(err) => {
+            eprintln!("egress-monitor: error: {err:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! What the agent says: records (events, findings, status) and the writers that put them on a
+//! stream as JSON lines (the contract in DESIGN.md) or as aligned text for a person.
+pub mod json;
+pub mod text;
+
+use std::{
+    io::{self, Write},
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use serde::Serialize;
+
+use crate::{
+    decode::{Family, Protocol},
+    process::ProcessInfo,
+};
+
+pub const SCHEMA: &str = "egress-monitor/1";
+
+/// Kernel monotonic time (`bpf_ktime_get_ns`) -> wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// Wall clock at the moment the monotonic clock read zero.
+    boot: SystemTime,
+}
+
+fn monotonic_now() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        let now = SystemTime::now();
+        Self {
+            boot: now.checked_sub(monotonic_now()).unwrap_or(now),
+        }
+    }
+
+    pub fn at(&self, ktime_ns: u64) -> SystemTime {
+        self.boot + Duration::from_nanos(ktime_ns)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// RFC 3339 UTC with microseconds, written straight into the output (no allocation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timestamp(pub SystemTime);
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_micros(self.0))
+    }
+}
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        humantime::format_rfc3339_micros(self.0).fmt(f)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Socket {
+    pub family: Family,
+    pub protocol: Option<Protocol>,
+    pub fd: i32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Destination {
+    pub ip: IpAddr,
+    pub port: u16,
+    pub hostname: Option<Arc<str>>,
+}
+
+/// What an `event` line reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventDetail {
+    Connect {
+        socket: Socket,
+        destination: Destination,
+        /// "ok", "in_progress" or an errno name.
+        result: &'static str,
+    },
+    /// A process became a target (at start-up or at exec), and why.
+    Target { reason: String },
+}
+
+impl EventDetail {
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventDetail::Connect { .. } => "connect",
+            EventDetail::Target { .. } => "target",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub time: SystemTime,
+    pub process: Arc<ProcessInfo>,
+    pub detail: EventDetail,
+}
+
+/// Kinds of `status` lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusKind {
+    /// A capability check at start-up.
+    Capability,
+    /// A probe was attached.
+    Attached,
+    /// A probe (or feature) was skipped, with why.
+    Skipped,
+    /// Probes attached and targets scanned: events from now on are seen.
+    Ready,
+    /// Something was lost (ring buffer full, map full, undecodable record).
+    Drops,
+    Warning,
+    /// Final line with totals.
+    Shutdown,
+}
+
+/// Counters for `drops` and `shutdown` lines.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    pub events: u64,
+    pub findings: u64,
+    pub targets: usize,
+    pub decode_errors: u64,
+    /// Kernel-side drops by reason.
+    pub drops: std::collections::BTreeMap<&'static str, u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub time: SystemTime,
+    pub status: StatusKind,
+    /// What the line is about (`tracepoint:syscalls/sys_enter_connect`, `BTF`, ...).
+    pub component: Option<String>,
+    pub message: String,
+    pub totals: Option<Totals>,
+}
+
+impl Status {
+    pub fn new(status: StatusKind, component: Option<String>, message: impl Into<String>) -> Self {
+        Self {
+            time: SystemTime::now(),
+            status,
+            component,
+            message: message.into(),
+            totals: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    Event(Event),
+    Status(Status),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Json,
+    Text,
+}
+
+/// A stream of records in one format. Lines are built in a reused buffer, so writing an event
+/// allocates nothing.
+pub struct Sink {
+    format: Format,
+    out: Box<dyn Write + Send>,
+    line: Vec<u8>,
+}
+
+impl Sink {
+    pub fn new(format: Format, out: Box<dyn Write + Send>) -> Self {
+        Self {
+            format,
+            out,
+            line: Vec::with_capacity(1024),
+        }
+    }
+
+    pub fn emit(&mut self, record: &Record) -> io::Result<()> {
+        self.line.clear();
+        match self.format {
+            Format::Json => json::write(&mut self.line, record)?,
+            Format::Text => text::write(&mut self.line, record)?,
+        }
+        self.line.push(b'\n');
+        self.out.write_all(&self.line)
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}

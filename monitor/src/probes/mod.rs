@@ -1,0 +1,213 @@
+//! Capability checks, loading the embedded kernel programs, and attaching them.
+pub mod btf;
+pub mod caps;
+pub mod tracefs;
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use aya::{programs::TracePoint, Ebpf, EbpfLoader};
+use monitor_common::{KernelOffsets, TracepointOffsets};
+
+use crate::output::{Status, StatusKind};
+
+/// The kernel programs, built by `build.rs` from `monitor-ebpf`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor-ebpf"));
+
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// `--all`: programs skip the target-set check.
+    pub filter_all: bool,
+    /// Send exec events for every process (target discovery by command line, name or cgroup).
+    pub report_all_execs: bool,
+    /// aya-log level for kernel-side diagnostics: 0 (off, the default) .. 5 (trace).
+    pub ebpf_log_level: u8,
+    pub ringbuf_bytes: u32,
+    pub max_targets: u32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            filter_all: false,
+            report_all_execs: true,
+            ebpf_log_level: 0,
+            ringbuf_bytes: 16 << 20,
+            max_targets: 65_536,
+        }
+    }
+}
+
+/// A tracepoint program and what it is for. Required ones abort the start when they fail;
+/// the others are reported as skipped and the rest keeps working.
+struct TracepointSpec {
+    program: &'static str,
+    category: &'static str,
+    name: &'static str,
+    required: bool,
+    purpose: &'static str,
+}
+
+const TRACEPOINTS: &[TracepointSpec] = &[
+    TracepointSpec {
+        program: "sys_enter_connect",
+        category: "syscalls",
+        name: "sys_enter_connect",
+        required: true,
+        purpose: "connect tracing",
+    },
+    TracepointSpec {
+        program: "sys_exit_connect",
+        category: "syscalls",
+        name: "sys_exit_connect",
+        required: true,
+        purpose: "connect results",
+    },
+    TracepointSpec {
+        program: "sched_process_exec",
+        category: "sched",
+        name: "sched_process_exec",
+        required: false,
+        purpose: "discovering processes started after the monitor",
+    },
+    TracepointSpec {
+        program: "sched_process_fork",
+        category: "sched",
+        name: "sched_process_fork",
+        required: false,
+        purpose: "targeting children of targets before they run",
+    },
+    TracepointSpec {
+        program: "sched_process_exit",
+        category: "sched",
+        name: "sched_process_exit",
+        required: false,
+        purpose: "forgetting finished processes",
+    },
+];
+
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    /// Reader of kernel-side diagnostics when `ebpf_log_level > 0`.
+    pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    pub statuses: Vec<Status>,
+}
+
+fn tracepoint_offsets(tracefs: &Path, statuses: &mut Vec<Status>) -> TracepointOffsets {
+    let mut offsets = TracepointOffsets {
+        fork_child_pid: 20,
+        exec_filename: 8,
+    };
+    let mut read = |category: &str, name: &str, field: &str| -> Option<u32> {
+        match tracefs::read_format(tracefs, category, name) {
+            Ok(fields) => match fields.get(field) {
+                Some(f) => Some(f.offset),
+                None => {
+                    statuses.push(Status::new(
+                        StatusKind::Warning,
+                        Some(format!("tracepoint:{category}/{name}")),
+                        format!("format has no field {field}; using the default offset"),
+                    ));
+                    None
+                }
+            },
+            Err(_) => None, // reported when attaching
+        }
+    };
+    if let Some(o) = read("sched", "sched_process_fork", "child_pid") {
+        offsets.fork_child_pid = o;
+    }
+    if let Some(o) = read("sched", "sched_process_exec", "filename") {
+        offsets.exec_filename = o;
+    }
+    offsets
+}
+
+/// Load the programs with this machine's offsets and options, and attach every tracepoint.
+pub fn load(opts: &LoadOptions, tracefs: &Path) -> anyhow::Result<Loaded> {
+    let mut statuses = Vec::new();
+    let kernel_offsets = match std::fs::read(btf::VMLINUX)
+        .map_err(anyhow::Error::from)
+        .and_then(|data| btf::kernel_offsets(&data))
+    {
+        Ok(offsets) => offsets,
+        Err(err) => {
+            statuses.push(Status::new(
+                StatusKind::Skipped,
+                Some("BTF".into()),
+                format!("socket type unavailable, `protocol` will be null: {err:#}"),
+            ));
+            KernelOffsets::default()
+        }
+    };
+    let tp_offsets = tracepoint_offsets(tracefs, &mut statuses);
+    let filter_all = opts.filter_all as u8;
+    let report_all_execs = opts.report_all_execs as u8;
+    let log_level = opts.ebpf_log_level;
+
+    let mut ebpf = EbpfLoader::new()
+        .override_global("FILTER_ALL", &filter_all, true)
+        .override_global("REPORT_ALL_EXECS", &report_all_execs, true)
+        .override_global("KERNEL_OFFSETS", &kernel_offsets, true)
+        .override_global("TRACEPOINT_OFFSETS", &tp_offsets, true)
+        .override_global(aya_log::LEVEL, &log_level, false)
+        .map_max_entries("EVENTS", opts.ringbuf_bytes)
+        .map_max_entries("TARGETS", opts.max_targets)
+        .load(EBPF_OBJECT)
+        .context("loading the eBPF object into the kernel")?;
+
+    let logger = if log_level > 0 {
+        match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => Some(logger),
+            Err(err) => {
+                statuses.push(Status::new(
+                    StatusKind::Warning,
+                    Some("ebpf-log".into()),
+                    format!("kernel-side logging unavailable: {err}"),
+                ));
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    for spec in TRACEPOINTS {
+        let component = format!("tracepoint:{}/{}", spec.category, spec.name);
+        let result = (|| -> anyhow::Result<()> {
+            if !tracefs::exists(tracefs, spec.category, spec.name) {
+                anyhow::bail!("this kernel has no such tracepoint");
+            }
+            let program: &mut TracePoint = ebpf
+                .program_mut(spec.program)
+                .with_context(|| format!("program {} missing from the eBPF object", spec.program))?
+                .try_into()?;
+            program.load()?;
+            program.attach(spec.category, spec.name)?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => statuses.push(Status::new(
+                StatusKind::Attached,
+                Some(component),
+                spec.purpose,
+            )),
+            Err(err) if spec.required => {
+                return Err(err.context(format!(
+                    "attaching {component} (needed for {})",
+                    spec.purpose
+                )));
+            }
+            Err(err) => statuses.push(Status::new(
+                StatusKind::Skipped,
+                Some(component),
+                format!("{err:#}; without it: no {}", spec.purpose),
+            )),
+        }
+    }
+    Ok(Loaded {
+        ebpf,
+        logger,
+        statuses,
+    })
+}

@@ -1,0 +1,249 @@
+//! Processes: who they are (enrichment from /proc) and which ones are watched (targets).
+pub mod cgroup;
+pub mod mcp;
+pub mod targets;
+
+use std::{collections::HashMap, fs, path::PathBuf, sync::Arc};
+
+use serde::Serialize;
+
+/// What a finding or event says about the process behind it (`process` in the JSON contract).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub ppid: Option<u32>,
+    pub uid: Option<u32>,
+    pub comm: String,
+    pub exe: Option<String>,
+    pub cmdline: Vec<String>,
+    pub container_id: Option<String>,
+    /// Identified as an MCP server, or started by one.
+    pub mcp: bool,
+    #[serde(skip)]
+    pub cgroup: Option<String>,
+    /// Why the process is watched (for `target` events), when it is.
+    #[serde(skip)]
+    pub mcp_reason: Option<String>,
+}
+
+/// Where /proc is (tests point this at a fixture tree).
+#[derive(Clone, Debug)]
+pub struct ProcFs {
+    root: PathBuf,
+}
+
+impl Default for ProcFs {
+    fn default() -> Self {
+        Self {
+            root: PathBuf::from("/proc"),
+        }
+    }
+}
+
+/// The fields of `/proc/PID/stat` we use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stat {
+    pub ppid: u32,
+    /// Start time in clock ticks since boot: tells a reused pid from the process we knew.
+    pub start_time: u64,
+}
+
+/// Parse `/proc/PID/stat`. `comm` may contain spaces and parentheses, so fields are counted from
+/// the last `)`.
+pub fn parse_stat(text: &str) -> Option<Stat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state): ppid is field 4, starttime field 22.
+    Some(Stat {
+        ppid: fields.get(1)?.parse().ok()?,
+        start_time: fields.get(19)?.parse().ok()?,
+    })
+}
+
+/// Real uid from `/proc/PID/status`.
+pub fn parse_status_uid(text: &str) -> Option<u32> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+pub fn parse_cmdline(raw: &[u8]) -> Vec<String> {
+    raw.split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+impl ProcFs {
+    #[cfg(test)]
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    fn path(&self, pid: u32, file: &str) -> PathBuf {
+        self.root.join(pid.to_string()).join(file)
+    }
+
+    pub fn stat(&self, pid: u32) -> Option<Stat> {
+        parse_stat(&fs::read_to_string(self.path(pid, "stat")).ok()?)
+    }
+
+    /// Read everything the JSON contract wants about `pid`. `None` when the process is gone
+    /// (or its /proc entry is unreadable). Fields that alone are unreadable stay empty.
+    pub fn load(&self, pid: u32) -> Option<ProcessInfo> {
+        let stat = self.stat(pid)?;
+        let comm = fs::read_to_string(self.path(pid, "comm"))
+            .map(|s| s.trim_end_matches('\n').to_string())
+            .unwrap_or_default();
+        let cmdline = fs::read(self.path(pid, "cmdline"))
+            .map(|raw| parse_cmdline(&raw))
+            .unwrap_or_default();
+        let exe = fs::read_link(self.path(pid, "exe")).ok().map(|p| {
+            p.to_string_lossy()
+                .trim_end_matches(" (deleted)")
+                .to_string()
+        });
+        let uid = fs::read_to_string(self.path(pid, "status"))
+            .ok()
+            .and_then(|s| parse_status_uid(&s));
+        let cgroup = fs::read_to_string(self.path(pid, "cgroup"))
+            .ok()
+            .and_then(|s| cgroup::path_from_proc(&s).map(String::from));
+        let container_id = cgroup
+            .as_deref()
+            .and_then(cgroup::container_id)
+            .map(String::from);
+        Some(ProcessInfo {
+            pid,
+            ppid: Some(stat.ppid),
+            uid,
+            comm,
+            exe,
+            cmdline,
+            container_id,
+            mcp: false,
+            cgroup,
+            mcp_reason: None,
+        })
+    }
+
+    /// All numeric entries of /proc.
+    pub fn pids(&self) -> Vec<u32> {
+        let Ok(dir) = fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect()
+    }
+
+    pub fn exists(&self, pid: u32) -> bool {
+        self.root.join(pid.to_string()).exists()
+    }
+}
+
+/// Processes the agent knows about, shared by reference with every event that names them so the
+/// hot path never copies or allocates.
+#[derive(Debug, Default)]
+pub struct ProcessTable {
+    procs: HashMap<u32, Arc<ProcessInfo>>,
+}
+
+impl ProcessTable {
+    pub fn get(&self, pid: u32) -> Option<&Arc<ProcessInfo>> {
+        self.procs.get(&pid)
+    }
+
+    pub fn insert(&mut self, info: ProcessInfo) -> Arc<ProcessInfo> {
+        let info = Arc::new(info);
+        self.procs.insert(info.pid, info.clone());
+        info
+    }
+
+    pub fn remove(&mut self, pid: u32) -> Option<Arc<ProcessInfo>> {
+        self.procs.remove(&pid)
+    }
+}
+
+/// A process whose /proc entry could not be read (it exited before we looked): what the kernel
+/// told us is all there is.
+pub fn vanished(pid: u32, comm: &str, exe: Option<&str>) -> ProcessInfo {
+    ProcessInfo {
+        pid,
+        comm: comm.to_string(),
+        exe: exe.map(String::from),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_hostile_comm() {
+        let text =
+            "4242 (a) b) (c) S 17 4242 4242 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 0 0";
+        assert_eq!(
+            parse_stat(text),
+            Some(Stat {
+                ppid: 17,
+                start_time: 987654
+            })
+        );
+        assert_eq!(parse_stat("garbage"), None);
+        assert_eq!(parse_stat("1 (x) S"), None);
+    }
+
+    #[test]
+    fn status_uid_and_cmdline() {
+        assert_eq!(
+            parse_status_uid("Name:\tx\nUid:\t1000\t1000\t1000\t1000\n"),
+            Some(1000)
+        );
+        assert_eq!(parse_status_uid("Name:\tx\n"), None);
+        assert_eq!(
+            parse_cmdline(b"node\0/srv/a b.js\0\0"),
+            vec!["node", "/srv/a b.js"]
+        );
+        assert!(parse_cmdline(b"").is_empty());
+    }
+
+    #[test]
+    fn loads_from_a_proc_tree_and_tolerates_missing_files() {
+        let dir = std::env::temp_dir().join(format!("em-proc-{}", std::process::id()));
+        let pid_dir = dir.join("77");
+        fs::create_dir_all(&pid_dir).unwrap();
+        fs::write(
+            pid_dir.join("stat"),
+            "77 (node) S 1 77 77 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 555 0",
+        )
+        .unwrap();
+        fs::write(pid_dir.join("comm"), "node\n").unwrap();
+        fs::write(pid_dir.join("cmdline"), b"node\0server.js\0").unwrap();
+        fs::write(
+            pid_dir.join("cgroup"),
+            "0::/system.slice/docker-3f4e8b2a9c1d0e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f.scope\n",
+        )
+        .unwrap();
+        let procfs = ProcFs::at(&dir);
+        let info = procfs.load(77).unwrap();
+        assert_eq!(info.ppid, Some(1));
+        assert_eq!(info.comm, "node");
+        assert_eq!(info.cmdline, vec!["node", "server.js"]);
+        assert_eq!(info.uid, None, "no status file: uid unknown, not an error");
+        assert_eq!(info.exe, None);
+        assert!(info.container_id.unwrap().starts_with("3f4e8b2a"));
+        assert!(procfs.load(78).is_none(), "vanished process");
+        assert_eq!(procfs.pids(), vec![77]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let me = std::process::id();
+        let info = ProcFs::default().load(me).unwrap();
+        assert_eq!(info.pid, me);
+        assert!(info.ppid.is_some() && info.uid.is_some() && !info.cmdline.is_empty());
+    }
+}

@@ -1,0 +1,456 @@
+//! Harness for egress-monitor's end-to-end tests: the real monitor binary, the real kernel, real
+//! clients, and upstream hosts in a network namespace the test creates (10.203.0.0/24 and
+//! fd00:203::/64, nothing else).
+//!
+//! ```no_run
+//! use egress_monitor_tests::{Monitor, Upstream};
+//! let _serial = egress_monitor_tests::serial();
+//! let upstream = Upstream::create().unwrap();
+//! let _server = upstream.tcp_server(8080);
+//! let monitor = Monitor::start(&["--all"]);
+//! // ... run a client that connects to upstream.v4 ...
+//! let out = monitor.stop();
+//! assert!(!out.connects_from(1234).is_empty());
+//! ```
+//!
+//! Tests run one at a time (`serial()` holds a lock file), as root; a test that cannot run
+//! panics with the reason instead of passing silently.
+use std::{
+    fs::File,
+    io::{BufRead, BufReader, Write},
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc, Mutex,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// Root of the workspace (for test client scripts).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .to_path_buf()
+}
+
+pub fn clients_dir() -> PathBuf {
+    workspace().join("tests/clients")
+}
+
+fn require_root() {
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("end-to-end tests load eBPF programs and create network namespaces: run them as root (`cargo xtask test`)");
+    }
+}
+
+/// Holds the cross-process test lock: only one end-to-end test runs at a time on a machine.
+pub struct Serial(#[allow(dead_code)] File);
+
+pub fn serial() -> Serial {
+    require_root();
+    let file = File::create("/tmp/egress-monitor-e2e.lock").expect("creating the test lock file");
+    // SAFETY: valid descriptor.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(rc, 0, "locking /tmp/egress-monitor-e2e.lock");
+    Serial(file)
+}
+
+pub fn sh(cmd: &str) -> Output {
+    Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd}: {e}"))
+}
+
+fn must(cmd: &str) {
+    let out = sh(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// An upstream host: a network namespace joined to the root namespace by a veth pair.
+/// The root side has 10.203.0.1 and fd00:203::1, the upstream 10.203.0.2 and fd00:203::2.
+pub struct Upstream {
+    pub netns: String,
+    host_if: String,
+    pub v4: &'static str,
+    pub v6: &'static str,
+    servers: Mutex<Vec<Child>>,
+}
+
+impl Upstream {
+    pub fn create() -> anyhow::Result<Self> {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let id = format!("{}{}", std::process::id() % 100_000, n);
+        let netns = format!("emt{id}");
+        let host_if = format!("emh{id}");
+        let peer_if = format!("emp{id}");
+        // A crashed earlier run may have left the addresses behind on another interface.
+        for line in String::from_utf8_lossy(&sh("ip -o addr show to 10.203.0.1/24").stdout).lines()
+        {
+            if let Some(dev) = line.split_whitespace().nth(1) {
+                sh(&format!("ip link del {dev}"));
+            }
+        }
+        let up = Self {
+            netns: netns.clone(),
+            host_if: host_if.clone(),
+            v4: "10.203.0.2",
+            v6: "fd00:203::2",
+            servers: Mutex::new(Vec::new()),
+        };
+        must(&format!("ip netns add {netns}"));
+        must(&format!(
+            "ip link add {host_if} type veth peer name {peer_if}"
+        ));
+        must(&format!("ip link set {peer_if} netns {netns}"));
+        must(&format!("ip addr add 10.203.0.1/24 dev {host_if}"));
+        must(&format!(
+            "ip -6 addr add fd00:203::1/64 dev {host_if} nodad"
+        ));
+        must(&format!("ip link set {host_if} up"));
+        let ns = |c: &str| must(&format!("ip netns exec {netns} {c}"));
+        ns(&format!("ip addr add 10.203.0.2/24 dev {peer_if}"));
+        ns(&format!(
+            "ip -6 addr add fd00:203::2/64 dev {peer_if} nodad"
+        ));
+        ns(&format!("ip link set {peer_if} up"));
+        ns("ip link set lo up");
+        Ok(up)
+    }
+
+    /// A command that runs inside the upstream namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.netns, program]);
+        cmd
+    }
+
+    /// Keep a server process alive for the life of the upstream.
+    pub fn keep(&self, child: Child) {
+        self.servers.lock().unwrap().push(child);
+    }
+
+    /// A dual-stack TCP server that answers HTTP/1.1 200 to anything, on `port`.
+    pub fn tcp_server(&self, port: u16) {
+        let script = clients_dir().join("python/http_ok_server.py");
+        let child = self
+            .command("python3")
+            .arg(script)
+            .arg(port.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting the upstream HTTP server");
+        self.wait_listening(child, port);
+    }
+
+    /// Wait until a server prints its ready line, then keep it.
+    fn wait_listening(&self, mut child: Child, port: u16) {
+        let stdout = child.stdout.take().expect("server stdout piped");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("reading the server's ready line");
+        assert!(
+            line.starts_with("ready"),
+            "server on port {port} did not start: {line:?}"
+        );
+        self.keep(child);
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        for mut child in self.servers.lock().unwrap().drain(..) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Kill anything left in the namespace, then remove it (the veth pair goes with it).
+        sh(&format!("ip netns pids {} | xargs -r kill -9", self.netns));
+        sh(&format!("ip link del {}", self.host_if));
+        sh(&format!("ip netns del {}", self.netns));
+    }
+}
+
+fn monitor_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("EGRESS_MONITOR_BIN") {
+        return PathBuf::from(bin);
+    }
+    let guess = workspace().join("target/debug/egress-monitor");
+    assert!(
+        guess.exists(),
+        "no egress-monitor binary: set EGRESS_MONITOR_BIN or run `cargo xtask test` (it builds one)"
+    );
+    guess
+}
+
+/// A running monitor whose standard output (JSON lines by default on a pipe) is collected.
+pub struct Monitor {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: Option<thread::JoinHandle<()>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+/// Everything a monitor run printed.
+pub struct Run {
+    pub lines: Vec<Value>,
+    /// stdout and stderr verbatim (for secret searches and failure messages).
+    pub raw: String,
+}
+
+impl Monitor {
+    /// Start `egress-monitor run ARGS` and wait for its `ready` status line.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(monitor_bin())
+            .arg("run")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting egress-monitor");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().unwrap();
+        let sink = lines.clone();
+        let reader = thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let err_pipe = child.stderr.take().unwrap();
+        let err_sink = stderr.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
+                let mut s = err_sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let mut monitor = Self {
+            child,
+            lines,
+            reader: Some(reader),
+            stderr,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if monitor
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("\"status\":\"ready\""))
+            {
+                return monitor;
+            }
+            if let Ok(Some(status)) = monitor.child.try_wait() {
+                panic!(
+                    "egress-monitor exited before it was ready ({status}):\n{}\n{}",
+                    monitor.lines.lock().unwrap().join("\n"),
+                    monitor.stderr.lock().unwrap()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "egress-monitor not ready after 30 s"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Lines printed so far, parsed.
+    pub fn snapshot(&self) -> Vec<Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
+
+    /// Wait until a line satisfies `pred` (events are asynchronous), up to `timeout`.
+    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.snapshot().iter().any(&pred) {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// SIGTERM, wait for the final `shutdown` line, and return everything printed.
+    pub fn stop(mut self) -> Run {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for egress-monitor") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("egress-monitor did not stop within 20 s of SIGTERM");
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        thread::sleep(Duration::from_millis(50)); // let the stderr reader drain
+        let raw_lines = self.lines.lock().unwrap().clone();
+        let stderr = self.stderr.lock().unwrap().clone();
+        let raw = format!("{}\n{stderr}", raw_lines.join("\n"));
+        assert!(status.success(), "egress-monitor failed ({status}):\n{raw}");
+        let lines: Vec<Value> = raw_lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        let last = lines.last().expect("no output at all");
+        assert_eq!(
+            last["status"], "shutdown",
+            "the last line is the shutdown status:\n{raw}"
+        );
+        for line in &lines {
+            assert_eq!(line["schema"], "egress-monitor/1", "{line}");
+            assert!(
+                line["time"].as_str().is_some_and(|t| t.ends_with('Z')),
+                "{line}"
+            );
+        }
+        Run { lines, raw }
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Run {
+    pub fn events(&self, kind: &str) -> Vec<&Value> {
+        self.lines
+            .iter()
+            .filter(|l| l["type"] == "event" && l["event"] == kind)
+            .collect()
+    }
+
+    pub fn connects_from(&self, pid: u32) -> Vec<&Value> {
+        self.events("connect")
+            .into_iter()
+            .filter(|l| l["process"]["pid"] == pid)
+            .collect()
+    }
+
+    pub fn connects_to(&self, ip: &str, port: u16) -> Vec<&Value> {
+        self.events("connect")
+            .into_iter()
+            .filter(|l| l["destination"]["ip"] == ip && l["destination"]["port"] == port)
+            .collect()
+    }
+
+    pub fn status(&self, kind: &str) -> Vec<&Value> {
+        self.lines
+            .iter()
+            .filter(|l| l["type"] == "status" && l["status"] == kind)
+            .collect()
+    }
+
+    /// Fail if `secret` appears anywhere in what the monitor printed.
+    pub fn assert_no_secret(&self, secret: &str) {
+        assert!(
+            !self.raw.contains(secret),
+            "the planted secret {secret:?} leaked into the monitor's output"
+        );
+    }
+
+    pub fn dump(&self) -> String {
+        self.raw.clone()
+    }
+}
+
+/// A finished client run.
+pub struct Client {
+    pub pid: u32,
+    pub output: Output,
+}
+
+impl Client {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+}
+
+/// Run a client to completion and return its pid (for matching events) and its output.
+pub fn run_client(cmd: &mut Command) -> Client {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    let pid = child.id();
+    let output = child.wait_with_output().expect("waiting for the client");
+    Client { pid, output }
+}
+
+pub fn python(code: &str) -> Command {
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", code]);
+    cmd
+}
+
+pub fn node(code: &str) -> Command {
+    let mut cmd = Command::new("node");
+    cmd.args(["-e", code]);
+    cmd
+}
+
+/// A child that waits for a line on stdin before doing its work, so it exists (with a known
+/// pid) before the monitor starts.
+pub struct Waiting {
+    pub child: Child,
+}
+
+impl Waiting {
+    pub fn spawn(cmd: &mut Command) -> Self {
+        let child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+        Self { child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Let it go and wait for it to finish.
+    pub fn release(mut self) -> Output {
+        let mut stdin = self.child.stdin.take().unwrap();
+        writeln!(stdin, "go").unwrap();
+        drop(stdin);
+        self.child.wait_with_output().unwrap()
+    }
+}

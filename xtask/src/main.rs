@@ -1,0 +1,349 @@
+//! Project tasks: `cargo xtask setup | build | run | test`.
+//!
+//! `setup` makes a fresh machine of the project's kind ready (nightly rust-src, a bpf-linker built
+//! against nightly's own LLVM, the Debian packages and npm packages the tests use) and is quick
+//! when everything is already there. `test` runs setup, the lints, the unit tests and the
+//! real-kernel end-to-end tests.
+use std::{
+    env,
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (idempotent).
+    Setup,
+    /// Build the eBPF object and the egress-monitor binary (object embedded).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build, then run egress-monitor with ARGS (e.g. `cargo xtask run -- run --all`).
+    Run {
+        #[arg(long)]
+        release: bool,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Setup, lints, unit tests and real-kernel end-to-end tests (as root).
+    Test {
+        /// Only run end-to-end tests whose name contains this filter.
+        filter: Option<String>,
+    },
+}
+
+/// Debian packages the end-to-end tests use (real clients and servers).
+const DEBIAN_PACKAGES: &[&str] = &[
+    "ca-certificates",
+    "curl",
+    "iproute2",
+    "nodejs",
+    "npm",
+    "openssl",
+];
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn step(msg: &str) {
+    eprintln!("xtask: {msg}");
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("could not start {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn cargo_home() -> PathBuf {
+    env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env::var_os("HOME").unwrap_or_default()).join(".cargo"))
+}
+
+/// Nightly's sysroot and LLVM major version, installing nightly if it is missing.
+fn nightly() -> anyhow::Result<(PathBuf, u32)> {
+    let version = match output(Command::new("rustup").args(["run", "nightly", "rustc", "-vV"])) {
+        Ok(v) => v,
+        Err(_) => {
+            step("installing the nightly toolchain");
+            run(Command::new("rustup").args([
+                "toolchain",
+                "install",
+                "nightly",
+                "--profile",
+                "minimal",
+            ]))?;
+            output(Command::new("rustup").args(["run", "nightly", "rustc", "-vV"]))?
+        }
+    };
+    let llvm = version
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .context("`rustc +nightly -vV` does not say its LLVM version")?;
+    let major: u32 = llvm
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .parse()
+        .with_context(|| format!("unexpected LLVM version {llvm:?}"))?;
+    let sysroot =
+        output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))?;
+    Ok((PathBuf::from(sysroot.trim()), major))
+}
+
+fn ensure_rust_src(sysroot: &Path) -> anyhow::Result<()> {
+    if sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
+        return Ok(());
+    }
+    step("adding rust-src to the nightly toolchain");
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+fn bpf_linker_works() -> bool {
+    Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// bpf-linker linked against the LLVM shared library inside the nightly toolchain (a plain
+/// `cargo install bpf-linker` wants a system LLVM this machine does not have).
+fn ensure_bpf_linker(sysroot: &Path, llvm_major: u32) -> anyhow::Result<()> {
+    if bpf_linker_works() {
+        return Ok(());
+    }
+    step(&format!(
+        "building bpf-linker against nightly's LLVM {llvm_major}"
+    ));
+    let lib = sysroot.join("lib");
+    let libllvm = std::fs::read_dir(&lib)
+        .with_context(|| format!("reading {}", lib.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM") && n.contains(".so"))
+        })
+        .with_context(|| format!("no libLLVM*.so in {}", lib.display()))?;
+    let prefix = cargo_home().join("egress-monitor-llvm");
+    let prefix_lib = prefix.join("lib");
+    std::fs::create_dir_all(&prefix_lib)?;
+    let link = prefix_lib.join("libLLVM.so");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&libllvm, &link)
+        .with_context(|| format!("linking {}", link.display()))?;
+    run(Command::new("cargo")
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            "0.13.0",
+            "--force",
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{llvm_major}"),
+        ])
+        .env("LLVM_PREFIX", &prefix)
+        .env(
+            "RUSTFLAGS",
+            format!("-C link-arg=-Wl,-rpath,{}", lib.display()),
+        ))?;
+    if !bpf_linker_works() {
+        bail!(
+            "bpf-linker was installed but does not run; is {} on PATH?",
+            cargo_home().join("bin").display()
+        );
+    }
+    Ok(())
+}
+
+fn ensure_debian_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing Debian packages {missing:?}; install them with: sudo apt-get install -y {}",
+            missing.join(" ")
+        );
+    }
+    step(&format!(
+        "installing Debian packages: {}",
+        missing.join(" ")
+    ));
+    run(Command::new("apt-get")
+        .arg("update")
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// npm packages for the Node test clients (the official MCP SDK), from the committed lock file.
+fn ensure_node_clients(root: &Path) -> anyhow::Result<()> {
+    let dir = root.join("tests/clients/node");
+    let stamp = dir.join("node_modules/.package-lock.json");
+    let lock = dir.join("package-lock.json");
+    let fresh = match (std::fs::metadata(&stamp), std::fs::metadata(&lock)) {
+        (Ok(s), Ok(l)) => s.modified()? >= l.modified()?,
+        _ => false,
+    };
+    if fresh {
+        return Ok(());
+    }
+    step("installing the Node test clients' packages (npm ci)");
+    run(Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(&dir))
+}
+
+/// Tracepoints need tracefs; a fresh machine does not mount it.
+fn mount_tracefs() -> anyhow::Result<()> {
+    if Path::new("/sys/kernel/tracing/events").is_dir() {
+        return Ok(());
+    }
+    step("mounting tracefs at /sys/kernel/tracing");
+    run(Command::new("mount").args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"]))
+}
+
+fn setup(root: &Path, for_tests: bool) -> anyhow::Result<()> {
+    let (sysroot, llvm_major) = nightly()?;
+    ensure_rust_src(&sysroot)?;
+    ensure_bpf_linker(&sysroot, llvm_major)?;
+    if for_tests {
+        ensure_debian_packages()?;
+        ensure_node_clients(root)?;
+    }
+    Ok(())
+}
+
+fn cargo(root: &Path) -> Command {
+    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root);
+    cmd
+}
+
+fn build(root: &Path, release: bool) -> anyhow::Result<PathBuf> {
+    let mut cmd = cargo(root);
+    cmd.args(["build", "--package", "monitor", "--bin", "egress-monitor"]);
+    if release {
+        cmd.arg("--release");
+    }
+    run(&mut cmd)?;
+    Ok(root
+        .join("target")
+        .join(if release { "release" } else { "debug" })
+        .join("egress-monitor"))
+}
+
+fn test(root: &Path, filter: Option<String>) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!(
+            "the real-kernel tests load eBPF programs and create network namespaces: run as root"
+        );
+    }
+    setup(root, true)?;
+    mount_tracefs()?;
+    step("cargo fmt --check");
+    run(cargo(root).args(["fmt", "--all", "--check"]))?;
+    step("cargo clippy -D warnings");
+    run(cargo(root).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    step("unit tests");
+    run(cargo(root).args(["test", "--workspace", "--exclude", "egress-monitor-tests"]))?;
+    let bin = build(root, false)?;
+    step("real-kernel end-to-end tests");
+    let mut cmd = cargo(root);
+    cmd.args(["test", "--package", "egress-monitor-tests", "--"])
+        .args(filter)
+        .args(["--test-threads=1"])
+        .env("EGRESS_MONITOR_BIN", &bin);
+    run(&mut cmd)
+}
+
+fn main() -> anyhow::Result<()> {
+    let root = workspace_root();
+    match Cli::parse().task {
+        Task::Setup => setup(&root, true),
+        Task::Build { release } => {
+            setup(&root, false)?;
+            let bin = build(&root, release)?;
+            step(&format!("built {}", bin.display()));
+            Ok(())
+        }
+        Task::Run { release, args } => {
+            setup(&root, false)?;
+            let bin = build(&root, release)?;
+            let status = Command::new(&bin)
+                .args(&args)
+                .status()
+                .with_context(|| format!("starting {}", bin.display()))?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        Task::Test { filter } => test(&root, filter),
+    }
+}
