@@ -60,7 +60,8 @@ struct Mode {
     /// Watch processes with this name (task name or executable name).
     #[arg(long, num_args = 1.., value_name = "NAME", group = "mode")]
     comm: Vec<String>,
-    /// Watch processes in this cgroup (v2 path, with or without /sys/fs/cgroup).
+    /// Watch processes in this cgroup and below it (a path under a cgroup mount, or relative
+    /// to the cgroup root).
     #[arg(long, num_args = 1.., value_name = "PATH", group = "mode")]
     cgroup: Vec<String>,
 }
@@ -108,10 +109,11 @@ impl Mode {
         } else if !self.comm.is_empty() {
             Selector::Comms(self.comm)
         } else if !self.cgroup.is_empty() {
+            let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
             Selector::Cgroups(
                 self.cgroup
                     .iter()
-                    .map(|p| process::targets::normalize_cgroup(p))
+                    .map(|p| process::cgroup::selection(p, &mounts))
                     .collect(),
             )
         } else {

@@ -298,9 +298,14 @@ impl Monitor {
     }
 
     /// SIGTERM, wait for the final `shutdown` line, and return everything printed.
-    pub fn stop(mut self) -> Run {
+    pub fn stop(self) -> Run {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// Stop with `signal` (SIGTERM or SIGINT) and return everything printed.
+    pub fn stop_with(mut self, signal: i32) -> Run {
         // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(self.child.id() as i32, signal) };
         let deadline = Instant::now() + Duration::from_secs(20);
         let status = loop {
             if let Some(status) = self.child.try_wait().expect("waiting for egress-monitor") {

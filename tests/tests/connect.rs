@@ -262,6 +262,80 @@ fn pid_mode_refuses_a_missing_process() {
     assert!(stderr.contains("no process with pid"), "{stderr}");
 }
 
+/// A fresh cgroup under the unified (v2) hierarchy, removed on drop.
+struct TestCgroup(std::path::PathBuf);
+
+impl TestCgroup {
+    fn create() -> Self {
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+        let root = mounts
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.len() > 2 && f[2] == "cgroup2")
+            .map(|f| f[1].to_string())
+            .expect("no cgroup2 hierarchy mounted: the --cgroup test needs one");
+        let dir =
+            std::path::Path::new(&root).join(format!("egress-monitor-e2e-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn adopt(&self, pid: u32) {
+        std::fs::write(self.0.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn cgroup_mode_selects_processes_in_the_cgroup() {
+    let _s = serial();
+    let up = Upstream::create().unwrap();
+    up.tcp_server(PORT);
+    let cgroup = TestCgroup::create();
+    let port = PORT.to_string();
+    let inside = Waiting::spawn(python(PY_WAIT_THEN_CONNECT).args([up.v4, &port]));
+    let outside = Waiting::spawn(python(PY_WAIT_THEN_CONNECT).args([up.v4, &port]));
+    cgroup.adopt(inside.pid());
+    let (inside_pid, outside_pid) = (inside.pid(), outside.pid());
+    let monitor = Monitor::start(&["--cgroup", cgroup.0.to_str().unwrap()]);
+    assert!(inside.release().status.success());
+    assert!(outside.release().status.success());
+    let run = monitor.stop();
+    assert_connect(
+        one_connect(&run, inside_pid),
+        "ipv4",
+        "tcp",
+        up.v4,
+        PORT,
+        "ok",
+    );
+    assert!(
+        run.connects_from(outside_pid).is_empty(),
+        "a process outside the cgroup was reported:\n{}",
+        run.dump()
+    );
+}
+
+#[test]
+fn sigint_stops_cleanly_and_reports_what_was_queued() {
+    let _s = serial();
+    let up = Upstream::create().unwrap();
+    up.tcp_server(PORT);
+    let monitor = Monitor::start(&["--all"]);
+    let c = run_client(python(PY_CONNECT).args([up.v4, &PORT.to_string()]));
+    let run = monitor.stop_with(libc::SIGINT);
+    assert!(run.status("shutdown")[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("SIGINT"));
+    assert_connect(one_connect(&run, c.pid), "ipv4", "tcp", up.v4, PORT, "ok");
+}
+
 #[test]
 fn comm_mode_selects_by_name() {
     let _s = serial();

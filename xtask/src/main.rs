@@ -45,14 +45,12 @@ enum Task {
 }
 
 /// Debian packages the end-to-end tests use (real clients and servers).
-const DEBIAN_PACKAGES: &[&str] = &[
-    "ca-certificates",
-    "curl",
-    "iproute2",
-    "nodejs",
-    "npm",
-    "openssl",
-];
+const DEBIAN_PACKAGES: &[&str] = &["ca-certificates", "curl", "iproute2", "openssl"];
+
+/// Commands the tests need and the Debian package that provides each when it is missing
+/// (Node may come from NodeSource instead, whose `nodejs` bundles npm and conflicts with
+/// Debian's `npm`: only install what is really absent).
+const COMMANDS: &[(&str, &str)] = &[("node", "nodejs"), ("npm", "npm"), ("python3", "python3")];
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -204,8 +202,15 @@ fn ensure_bpf_linker(sysroot: &Path, llvm_major: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn has_command(name: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 fn ensure_debian_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
+    let mut missing: Vec<&str> = DEBIAN_PACKAGES
         .iter()
         .copied()
         .filter(|p| {
@@ -215,6 +220,11 @@ fn ensure_debian_packages() -> anyhow::Result<()> {
                 .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
         })
         .collect();
+    for (command, package) in COMMANDS {
+        if !has_command(command) && !missing.contains(package) {
+            missing.push(package);
+        }
+    }
     if missing.is_empty() {
         return Ok(());
     }

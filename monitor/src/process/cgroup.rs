@@ -1,23 +1,143 @@
-//! Container ids from cgroup paths, for the runtimes seen in production: Docker (cgroupfs and
-//! systemd drivers), containerd (plain, nerdctl and Kubernetes CRI), CRI-O and Podman, including
-//! Kubernetes pod slices.
+//! cgroups: a process's memberships, `--cgroup` selections, and container ids from cgroup paths
+//! for the runtimes seen in production: Docker (cgroupfs and systemd drivers), containerd (plain,
+//! nerdctl and Kubernetes CRI), CRI-O and Podman, including Kubernetes pod slices.
+//!
+//! Hosts may be pure cgroup v2, or hybrid (v1 controllers plus v2 at /sys/fs/cgroup/unified), so
+//! every hierarchy a process belongs to is kept.
 
-/// The cgroup v2 path of a process from the text of `/proc/PID/cgroup` (the `0::` line), or the
-/// first v1 hierarchy's path on hosts without the unified hierarchy.
-pub fn path_from_proc(text: &str) -> Option<&str> {
-    let mut fallback = None;
-    for line in text.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (Some(id), Some(_controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
-        else {
+/// One line of `/proc/PID/cgroup`: `hierarchy-id:controller-list:path`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Membership {
+    /// 0 for the v2 (unified) hierarchy.
+    pub hierarchy: u32,
+    /// v1 controllers (`memory`, `cpu,cpuacct`, `name=systemd`); empty for v2.
+    pub controllers: String,
+    pub path: String,
+}
+
+pub fn parse_proc(text: &str) -> Vec<Membership> {
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            Some(Membership {
+                hierarchy: parts.next()?.parse().ok()?,
+                controllers: parts.next()?.to_string(),
+                path: parts.next()?.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Which hierarchy a `--cgroup` path names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hierarchy {
+    /// A path relative to the cgroup root: matched in every hierarchy.
+    Any,
+    Unified,
+    /// A v1 hierarchy, by one of its controllers (or `name=...`).
+    V1(String),
+}
+
+/// A `--cgroup` selection: a hierarchy and a path inside it (`/system.slice/x.service`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Selection {
+    pub hierarchy: Hierarchy,
+    pub path: String,
+}
+
+impl std::fmt::Display for Selection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.hierarchy {
+            Hierarchy::Any => write!(f, "{}", self.path),
+            Hierarchy::Unified => write!(f, "v2:{}", self.path),
+            Hierarchy::V1(c) => write!(f, "{c}:{}", self.path),
+        }
+    }
+}
+
+fn clean(path: &str) -> String {
+    format!("/{}", path.trim_matches('/'))
+}
+
+/// Resolve a `--cgroup` argument against the cgroup mounts in `mounts` (`/proc/mounts` text):
+/// a path under a mount point names that hierarchy; anything else is relative to every root.
+pub fn selection(arg: &str, mounts: &str) -> Selection {
+    let mut best: Option<(usize, Hierarchy, &str)> = None;
+    for line in mounts.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [_, mount_point, fstype, options, ..] = fields[..] else {
             continue;
         };
-        if id == "0" {
-            return Some(path);
+        let hierarchy = match fstype {
+            "cgroup2" => Hierarchy::Unified,
+            "cgroup" => {
+                let controller = options
+                    .split(',')
+                    .find(|o| {
+                        !matches!(
+                            *o,
+                            "rw" | "ro"
+                                | "relatime"
+                                | "nosuid"
+                                | "nodev"
+                                | "noexec"
+                                | "clone_children"
+                        )
+                    })
+                    .unwrap_or_default();
+                Hierarchy::V1(controller.to_string())
+            }
+            _ => continue,
+        };
+        let Some(rest) = arg.strip_prefix(mount_point) else {
+            continue;
+        };
+        if !(rest.is_empty() || rest.starts_with('/')) {
+            continue;
         }
-        fallback.get_or_insert(path);
+        if best
+            .as_ref()
+            .is_none_or(|(len, _, _)| mount_point.len() > *len)
+        {
+            best = Some((mount_point.len(), hierarchy, rest));
+        }
     }
-    fallback
+    match best {
+        Some((_, hierarchy, rest)) => Selection {
+            hierarchy,
+            path: clean(rest),
+        },
+        None => Selection {
+            hierarchy: Hierarchy::Any,
+            path: clean(arg.strip_prefix("/sys/fs/cgroup").unwrap_or(arg)),
+        },
+    }
+}
+
+impl Selection {
+    /// Whether a process with these memberships is inside the selected cgroup (or below it).
+    pub fn contains(&self, memberships: &[Membership]) -> bool {
+        memberships.iter().any(|m| {
+            let in_hierarchy = match &self.hierarchy {
+                Hierarchy::Any => true,
+                Hierarchy::Unified => m.hierarchy == 0,
+                Hierarchy::V1(c) => m.hierarchy != 0 && m.controllers.split(',').any(|x| x == c),
+            };
+            in_hierarchy
+                && (self.path == "/"
+                    || m.path == self.path
+                    || m.path
+                        .strip_prefix(self.path.as_str())
+                        .is_some_and(|r| r.starts_with('/')))
+        })
+    }
+}
+
+/// The container a process runs in, from any of its cgroup paths (v2 first).
+pub fn container_of(memberships: &[Membership]) -> Option<&str> {
+    let mut ordered: Vec<&Membership> = memberships.iter().collect();
+    ordered.sort_by_key(|m| m.hierarchy != 0);
+    ordered.into_iter().find_map(|m| container_id(&m.path))
 }
 
 fn is_container_id(s: &str) -> bool {
@@ -111,15 +231,99 @@ mod tests {
     }
 
     #[test]
-    fn proc_cgroup_text() {
+    fn proc_cgroup_text_and_container_of_hybrid_hosts() {
+        let hybrid = format!("9:name=systemd:/\n4:memory:/docker/{ID}\n1:cpu,cpuacct:/\n0::/\n");
+        let m = parse_proc(&hybrid);
+        assert_eq!(m.len(), 4);
         assert_eq!(
-            path_from_proc("0::/system.slice/foo.service\n"),
-            Some("/system.slice/foo.service")
+            m[1],
+            Membership {
+                hierarchy: 4,
+                controllers: "memory".into(),
+                path: format!("/docker/{ID}")
+            }
         );
-        let v1 = "12:pids:/docker/abc\n11:memory:/docker/abc\n";
-        assert_eq!(path_from_proc(v1), Some("/docker/abc"));
-        let hybrid = "1:name=systemd:/user.slice\n0::/init.scope\n";
-        assert_eq!(path_from_proc(hybrid), Some("/init.scope"));
-        assert_eq!(path_from_proc(""), None);
+        assert_eq!(
+            container_of(&m),
+            Some(ID),
+            "v2 says nothing, v1 knows the container"
+        );
+        assert!(parse_proc("garbage\n").is_empty());
+        assert_eq!(
+            container_of(&parse_proc("0::/system.slice/foo.service\n")),
+            None
+        );
+    }
+
+    const HYBRID_MOUNTS: &str = "tmpfs /sys/fs/cgroup tmpfs rw,relatime,mode=755 0 0\n\
+cgroup /sys/fs/cgroup/memory cgroup rw,relatime,memory 0 0\n\
+cgroup /sys/fs/cgroup/cpu,cpuacct cgroup rw,nosuid,cpu,cpuacct 0 0\n\
+cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n";
+    const V2_MOUNTS: &str = "cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid,nodev,noexec,relatime 0 0\n";
+
+    #[test]
+    fn selections_resolve_against_mounts() {
+        let s = selection("/sys/fs/cgroup/unified/emt/", HYBRID_MOUNTS);
+        assert_eq!(
+            s,
+            Selection {
+                hierarchy: Hierarchy::Unified,
+                path: "/emt".into()
+            }
+        );
+        let s = selection("/sys/fs/cgroup/memory/docker", HYBRID_MOUNTS);
+        assert_eq!(
+            s,
+            Selection {
+                hierarchy: Hierarchy::V1("memory".into()),
+                path: "/docker".into()
+            }
+        );
+        let s = selection("/sys/fs/cgroup/cpu,cpuacct", HYBRID_MOUNTS);
+        assert_eq!(
+            s,
+            Selection {
+                hierarchy: Hierarchy::V1("cpu".into()),
+                path: "/".into()
+            }
+        );
+        let s = selection("/sys/fs/cgroup/system.slice/x.service", V2_MOUNTS);
+        assert_eq!(
+            s,
+            Selection {
+                hierarchy: Hierarchy::Unified,
+                path: "/system.slice/x.service".into()
+            }
+        );
+        let s = selection("system.slice", V2_MOUNTS);
+        assert_eq!(
+            s,
+            Selection {
+                hierarchy: Hierarchy::Any,
+                path: "/system.slice".into()
+            }
+        );
+        let s = selection("/sys/fs/cgroup/unifiedx", HYBRID_MOUNTS);
+        assert_eq!(
+            s.hierarchy,
+            Hierarchy::Any,
+            "a mount point is a whole path component"
+        );
+    }
+
+    #[test]
+    fn selections_contain_descendants_only() {
+        let procs = parse_proc("4:memory:/docker/abc\n0::/system.slice/app.service/sub\n");
+        let sel = |h: Hierarchy, p: &str| Selection {
+            hierarchy: h,
+            path: p.into(),
+        };
+        assert!(sel(Hierarchy::Unified, "/system.slice/app.service").contains(&procs));
+        assert!(sel(Hierarchy::Any, "/system.slice").contains(&procs));
+        assert!(!sel(Hierarchy::Unified, "/system.sl").contains(&procs));
+        assert!(sel(Hierarchy::V1("memory".into()), "/docker").contains(&procs));
+        assert!(!sel(Hierarchy::V1("cpu".into()), "/docker").contains(&procs));
+        assert!(!sel(Hierarchy::Unified, "/docker").contains(&procs));
+        assert!(sel(Hierarchy::Any, "/").contains(&procs));
     }
 }

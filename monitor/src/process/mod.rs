@@ -20,7 +20,7 @@ pub struct ProcessInfo {
     /// Identified as an MCP server, or started by one.
     pub mcp: bool,
     #[serde(skip)]
-    pub cgroup: Option<String>,
+    pub cgroups: Vec<cgroup::Membership>,
     /// Why the process is watched (for `target` events), when it is.
     #[serde(skip)]
     pub mcp_reason: Option<String>,
@@ -107,13 +107,10 @@ impl ProcFs {
         let uid = fs::read_to_string(self.path(pid, "status"))
             .ok()
             .and_then(|s| parse_status_uid(&s));
-        let cgroup = fs::read_to_string(self.path(pid, "cgroup"))
-            .ok()
-            .and_then(|s| cgroup::path_from_proc(&s).map(String::from));
-        let container_id = cgroup
-            .as_deref()
-            .and_then(cgroup::container_id)
-            .map(String::from);
+        let cgroups = fs::read_to_string(self.path(pid, "cgroup"))
+            .map(|s| cgroup::parse_proc(&s))
+            .unwrap_or_default();
+        let container_id = cgroup::container_of(&cgroups).map(String::from);
         Some(ProcessInfo {
             pid,
             ppid: Some(stat.ppid),
@@ -123,7 +120,7 @@ impl ProcFs {
             cmdline,
             container_id,
             mcp: false,
-            cgroup,
+            cgroups,
             mcp_reason: None,
         })
     }

@@ -6,7 +6,7 @@
 //! and the start-up scan adds descendants of selected processes.
 use std::{collections::HashMap, sync::Arc};
 
-use super::{mcp::McpMatcher, vanished, ProcFs, ProcessInfo, ProcessTable};
+use super::{cgroup::Selection, mcp::McpMatcher, vanished, ProcFs, ProcessInfo, ProcessTable};
 
 /// The kernel's target set (a BPF hash map in production, a plain set in tests).
 pub trait TargetMap {
@@ -53,8 +53,8 @@ pub enum Selector {
     All,
     Pids(Vec<u32>),
     Comms(Vec<String>),
-    /// cgroup v2 paths, relative to the cgroup root (`/system.slice/x.service`).
-    Cgroups(Vec<String>),
+    /// cgroups (and everything below them).
+    Cgroups(Vec<Selection>),
 }
 
 impl std::fmt::Display for Selector {
@@ -67,19 +67,16 @@ impl std::fmt::Display for Selector {
                 write!(f, "--pid {}", list(p.iter().map(u32::to_string).collect()))
             }
             Selector::Comms(c) => write!(f, "--comm {}", list(c.clone())),
-            Selector::Cgroups(c) => write!(f, "--cgroup {}", list(c.clone())),
+            Selector::Cgroups(c) => write!(
+                f,
+                "--cgroup {}",
+                list(c.iter().map(ToString::to_string).collect())
+            ),
         }
     }
 }
 
 const COMM_MAX: usize = 15;
-
-/// `/sys/fs/cgroup/system.slice/x.service/` -> `/system.slice/x.service`.
-pub fn normalize_cgroup(path: &str) -> String {
-    let rel = path.strip_prefix("/sys/fs/cgroup").unwrap_or(path);
-    let trimmed = rel.trim_matches('/');
-    format!("/{trimmed}")
-}
 
 impl Selector {
     /// Why this mode selects `info` by itself (inheritance aside).
@@ -99,17 +96,10 @@ impl Selector {
                 (info.comm == short || exe_name == Some(name.as_str()))
                     .then(|| format!("--comm {name}"))
             }),
-            Selector::Cgroups(paths) => {
-                let cgroup = info.cgroup.as_deref()?;
-                paths.iter().find_map(|p| {
-                    let inside = p == "/"
-                        || cgroup == p
-                        || cgroup
-                            .strip_prefix(p.as_str())
-                            .is_some_and(|rest| rest.starts_with('/'));
-                    inside.then(|| format!("--cgroup {p}"))
-                })
-            }
+            Selector::Cgroups(selections) => selections
+                .iter()
+                .find(|sel| sel.contains(&info.cgroups))
+                .map(|sel| format!("--cgroup {sel}")),
         }
     }
 
@@ -312,6 +302,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+    use crate::process::cgroup::parse_proc;
 
     fn info(pid: u32, comm: &str, exe: &str, cmd: &str, cgroup: &str) -> ProcessInfo {
         ProcessInfo {
@@ -320,7 +311,7 @@ mod tests {
             comm: comm.into(),
             exe: Some(exe.into()),
             cmdline: cmd.split_whitespace().map(String::from).collect(),
-            cgroup: Some(cgroup.into()),
+            cgroups: parse_proc(&format!("0::{cgroup}\n")),
             ..Default::default()
         }
     }
@@ -345,7 +336,8 @@ mod tests {
             "exe name"
         );
         assert!(Selector::Comms(vec!["python".into()]).reason(&p).is_none());
-        let cg = |p: &str| Selector::Cgroups(vec![normalize_cgroup(p)]);
+        let mounts = "cgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n";
+        let cg = |p: &str| Selector::Cgroups(vec![crate::process::cgroup::selection(p, mounts)]);
         assert!(cg("/sys/fs/cgroup/system.slice").reason(&p).is_some());
         assert!(cg("system.slice/app.service/").reason(&p).is_some());
         assert!(
