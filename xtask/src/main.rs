@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | build | run | test`.
+//! Project tasks: `cargo xtask setup | build | run | test | bench`.
 //!
 //! `setup` makes a fresh machine of the project's kind ready (nightly rust-src, a bpf-linker built
 //! against nightly's own LLVM, the Debian packages and npm packages the tests use) and is quick
@@ -13,6 +13,8 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
+
+mod bench;
 
 #[derive(Parser)]
 #[command(name = "xtask")]
@@ -41,6 +43,16 @@ enum Task {
     Test {
         /// Only run end-to-end tests whose name contains this filter.
         filter: Option<String>,
+    },
+    /// Measure the monitor's cost and capacity on this machine (release build, as root).
+    Bench,
+    /// Load generator used by `bench` (not for direct use).
+    #[command(hide = true)]
+    BenchLoad {
+        target: String,
+        count: u64,
+        #[arg(long)]
+        rate: Option<u64>,
     },
 }
 
@@ -355,5 +367,18 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(status.code().unwrap_or(1));
         }
         Task::Test { filter } => test(&root, filter),
+        Task::Bench => {
+            if !is_root() {
+                bail!("the benchmark loads eBPF programs and creates a network namespace: run as root");
+            }
+            setup(&root, false)?;
+            let bin = build(&root, true)?;
+            bench::run(&root, &bin, &env::current_exe()?)
+        }
+        Task::BenchLoad {
+            target,
+            count,
+            rate,
+        } => bench::load(&target, count, rate),
     }
 }
