@@ -1,27 +1,10 @@
-//! egress-monitor: an eBPF runtime egress monitor for MCP servers.
-//!
-//! It watches MCP server processes from the kernel and reports when their credentials or
-//! sessions are exposed to interception. This binary is the userspace agent: it checks the
-//! machine, loads the kernel programs built from `monitor-ebpf`, discovers targets, and streams
-//! what it sees as JSON lines or as a readable text view.
-//!
-//! ```text
-//! egress-monitor run --pid 1234 --format text
-//! egress-monitor doctor
-//! ```
-mod analyze;
-mod decode;
-mod doctor;
-mod output;
-mod probes;
-mod process;
-mod run;
+//! The `egress-monitor` command line. Everything else lives in the `monitor` library.
 
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{output::Format, process::targets::Selector};
+use monitor::{doctor, output::Format, process, process::targets::Selector, run};
 
 #[derive(Parser)]
 #[command(

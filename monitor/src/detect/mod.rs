@@ -1,0 +1,1 @@
+//! Protocol parsers and detection rules. Pure: bytes in, facts out, no I/O.
