@@ -21,6 +21,14 @@ pub enum EventKind {
     Exec = 2,
     /// A process (thread-group leader) exited.
     Exit = 3,
+    /// An OpenSSL API call of a targeted process ([`TlsEvent`], `call` says which).
+    Tls = 4,
+    /// A certificate decoded (`d2i_X509`) while a targeted process ran a TLS handshake.
+    Cert = 5,
+    /// A targeted process mapped a file executable (a library loaded at run time).
+    MmapExec = 6,
+    /// A targeted process set an environment variable that disables TLS verification.
+    SetEnv = 7,
 }
 
 impl EventKind {
@@ -29,6 +37,10 @@ impl EventKind {
             1 => Self::Connect,
             2 => Self::Exec,
             3 => Self::Exit,
+            4 => Self::Tls,
+            5 => Self::Cert,
+            6 => Self::MmapExec,
+            7 => Self::SetEnv,
             _ => return None,
         })
     }
@@ -111,6 +123,177 @@ pub struct ExitEvent {
     pub header: EventHeader,
 }
 
+/// Which OpenSSL call a [`TlsEvent`] reports. The field meanings per call are given in
+/// brackets: `ssl`, `ptr2`, `value`, `text`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsCall {
+    /// `SSL_new(ctx)` returned [ssl, ctx, -, -].
+    SslNew = 1,
+    /// `SSL_free(ssl)` [ssl].
+    SslFree = 2,
+    /// `SSL_CTX_set_verify(ctx, mode, cb)` [ctx, cb, mode].
+    CtxSetVerify = 3,
+    /// `SSL_set_verify(ssl, mode, cb)` [ssl, cb, mode].
+    SetVerify = 4,
+    /// `SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, 0, name)` [ssl, -, -, name].
+    SetSni = 5,
+    /// `SSL_set_fd(ssl, fd)` [ssl, -, fd].
+    SetFd = 6,
+    /// `SSL_set1_host` / `SSL_add1_host(ssl, name)` [ssl, -, -, name].
+    SetHost = 7,
+    /// `X509_VERIFY_PARAM_set1_host` / `add1_host(param, name, len)` [param, -, -, name].
+    ParamSetHost = 8,
+    /// `X509_VERIFY_PARAM_set1_ip(param, ip, len)` [param, -, len, raw ip] or `set1_ip_asc`
+    /// [param, -, -1, text].
+    ParamSetIp = 9,
+    /// `SSL_get0_param(ssl)` returned [ssl, param].
+    GetParam = 10,
+    /// `SSL_CTX_get0_param(ctx)` returned [ctx, param].
+    CtxGetParam = 11,
+    /// `SSL_set_connect_state(ssl)` or `SSL_connect(ssl)` entry [ssl].
+    ClientRole = 12,
+    /// `SSL_set_accept_state(ssl)` or `SSL_accept(ssl)` entry [ssl].
+    ServerRole = 13,
+    /// `SSL_do_handshake` / `SSL_connect` returned [ssl, -, ret].
+    HandshakeReturn = 14,
+    /// `SSL_get_verify_result(ssl)` returned [ssl, -, result].
+    VerifyResult = 15,
+    /// `X509_verify_cert(ctx)` returned, during `ssl`'s handshake [ssl, -, ret].
+    VerifyCert = 16,
+    /// `X509_STORE_CTX_get_error(ctx)` returned, during `ssl`'s handshake [ssl, -, error].
+    StoreCtxError = 17,
+    /// `SSL_read` / `SSL_read_ex` returned data [ssl, -, bytes].
+    ReadData = 18,
+    /// First `SSL_read`/`SSL_write` on a session the monitor never saw created [ssl].
+    UnknownSession = 19,
+}
+
+impl TlsCall {
+    pub fn from_u32(value: u32) -> Option<Self> {
+        use TlsCall::*;
+        const ALL: [TlsCall; 19] = [
+            SslNew,
+            SslFree,
+            CtxSetVerify,
+            SetVerify,
+            SetSni,
+            SetFd,
+            SetHost,
+            ParamSetHost,
+            ParamSetIp,
+            GetParam,
+            CtxGetParam,
+            ClientRole,
+            ServerRole,
+            HandshakeReturn,
+            VerifyResult,
+            VerifyCert,
+            StoreCtxError,
+            ReadData,
+            UnknownSession,
+        ];
+        ALL.into_iter().find(|c| *c as u32 == value)
+    }
+}
+
+pub const TLS_TEXT_LEN: usize = 256;
+
+/// One OpenSSL call of a targeted process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TlsEvent {
+    pub header: EventHeader,
+    /// [`TlsCall`].
+    pub call: u32,
+    /// Attach cookie: which library (userspace's index) the probe sits in.
+    pub library: u32,
+    pub ssl: u64,
+    pub ptr2: u64,
+    pub value: i64,
+    /// Bytes of `text` that are valid.
+    pub text_len: u32,
+    pub _pad: u32,
+    pub text: [u8; TLS_TEXT_LEN],
+}
+
+/// Largest certificate captured whole; longer ones are cut (and flagged by `der_len`).
+pub const CERT_MAX: usize = 8192;
+
+/// A certificate decoded during a handshake (the server's chain, in the order it was parsed).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CertEvent {
+    pub header: EventHeader,
+    pub library: u32,
+    /// Length passed to `d2i_X509` (may exceed `CERT_MAX`: then only a prefix is here).
+    pub der_len: u32,
+    pub ssl: u64,
+    pub der: [u8; CERT_MAX],
+}
+
+/// A targeted process mapped a file with `PROT_EXEC` (`fd` still open when sent).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct MmapExecEvent {
+    pub header: EventHeader,
+    pub fd: i32,
+    pub _pad: u32,
+}
+
+pub const ENV_TEXT_LEN: usize = 64;
+
+/// `setenv(name, value, overwrite)` of a variable the kernel program watches for.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SetEnvEvent {
+    pub header: EventHeader,
+    pub name_len: u32,
+    pub value_len: u32,
+    pub name: [u8; ENV_TEXT_LEN],
+    pub value: [u8; ENV_TEXT_LEN],
+}
+
+/// Per-session state shared by the kernel programs and userspace (map `SSL_STATE`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SslState {
+    /// `ssl_flags::*`.
+    pub flags: u32,
+    /// Certificates captured so far (capture stops at `MAX_CERTS_PER_SESSION`).
+    pub certs: u32,
+}
+
+pub mod ssl_flags {
+    /// The handshake finished (or its verification result was read): stop capturing certificates.
+    pub const HANDSHAKE_DONE: u32 = 1;
+    /// Userspace reached its verdict: the programs exit early for this session from now on.
+    pub const VERDICT: u32 = 2;
+}
+
+pub const MAX_CERTS_PER_SESSION: u32 = 10;
+
+/// Attach cookies are `library_index << COOKIE_HOOK_BITS | hook_index`.
+pub const COOKIE_HOOK_BITS: u32 = 8;
+
+/// Bytes before (`lo`) and after (`hi`) a hooked function's address that belong to the same
+/// executable segment (map `HOOK_TEXT`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TextRange {
+    pub lo: u64,
+    pub hi: u64,
+}
+
+/// Key of `SSL_STATE`: SSL pointers are only unique within a process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SslKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub ssl: u64,
+}
+
 /// Value stored in the `TARGETS` map.
 pub mod target {
     /// Chosen by userspace (pid, comm, cgroup, MCP discovery).
@@ -129,10 +312,17 @@ pub enum Drop {
     PendingFull = 1,
     /// The target set was full when a targeted process forked.
     TargetsFull = 2,
+    /// A per-thread call-argument or per-session map update failed.
+    TlsStateFull = 3,
 }
 
 impl Drop {
-    pub const ALL: [Drop; 3] = [Drop::RingBufFull, Drop::PendingFull, Drop::TargetsFull];
+    pub const ALL: [Drop; 4] = [
+        Drop::RingBufFull,
+        Drop::PendingFull,
+        Drop::TargetsFull,
+        Drop::TlsStateFull,
+    ];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
     pub const fn name(self) -> &'static str {
@@ -140,6 +330,7 @@ impl Drop {
             Drop::RingBufFull => "ringbuf_full",
             Drop::PendingFull => "pending_connect_full",
             Drop::TargetsFull => "target_set_full",
+            Drop::TlsStateFull => "tls_state_full",
         }
     }
 }
@@ -177,4 +368,7 @@ mod user {
     // SAFETY: plain `#[repr(C)]` integers with explicit padding.
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::TracepointOffsets {}
+    unsafe impl aya::Pod for super::SslState {}
+    unsafe impl aya::Pod for super::SslKey {}
+    unsafe impl aya::Pod for super::TextRange {}
 }

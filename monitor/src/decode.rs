@@ -3,8 +3,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use monitor_common::{
-    ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, AF_INET, AF_INET6, COMM_LEN,
-    SOCK_DGRAM, SOCK_STREAM,
+    CertEvent, ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, MmapExecEvent,
+    SetEnvEvent, TlsCall, TlsEvent, AF_INET, AF_INET6, CERT_MAX, COMM_LEN, SOCK_DGRAM, SOCK_STREAM,
+    TLS_TEXT_LEN,
 };
 use serde::{Deserialize, Serialize};
 
@@ -102,6 +103,60 @@ pub struct Exit {
     pub ktime_ns: u64,
 }
 
+/// An OpenSSL call (see `monitor_common::TlsCall` for what `ssl`, `ptr2`, `value` and `text`
+/// mean for each call).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tls {
+    pub tgid: u32,
+    pub tid: u32,
+    pub ktime_ns: u64,
+    /// `monitor_common::TlsCall` as a number (checked by `decode`).
+    pub call: u32,
+    /// Index of the library the probe sits in (the attach cookie).
+    pub library: u32,
+    pub ssl: u64,
+    pub ptr2: u64,
+    pub value: i64,
+    pub text: Vec<u8>,
+}
+
+impl Tls {
+    pub fn call(&self) -> TlsCall {
+        TlsCall::from_u32(self.call).expect("checked by decode")
+    }
+
+    pub fn text_str(&self) -> String {
+        String::from_utf8_lossy(&self.text).into_owned()
+    }
+}
+
+/// A certificate decoded during a handshake.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cert {
+    pub tgid: u32,
+    pub tid: u32,
+    pub ktime_ns: u64,
+    pub library: u32,
+    pub ssl: u64,
+    pub der: Vec<u8>,
+    /// The certificate was longer than the kernel copies: `der` is a prefix.
+    pub truncated: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MmapExec {
+    pub tgid: u32,
+    pub ktime_ns: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetEnv {
+    pub tgid: u32,
+    pub ktime_ns: u64,
+    pub name: String,
+    pub value: String,
+}
+
 /// One event from the kernel.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -109,6 +164,10 @@ pub enum RawEvent {
     Connect(Connect),
     Exec(Exec),
     Exit(Exit),
+    Tls(Tls),
+    Cert(Cert),
+    MmapExec(MmapExec),
+    SetEnv(SetEnv),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -116,6 +175,7 @@ pub enum DecodeError {
     Short { kind: u32, len: usize, want: usize },
     UnknownKind(u32),
     UnknownFamily(u16),
+    UnknownTlsCall(u32),
 }
 
 impl std::fmt::Display for DecodeError {
@@ -129,6 +189,7 @@ impl std::fmt::Display for DecodeError {
             }
             DecodeError::UnknownKind(k) => write!(f, "unknown record kind {k}"),
             DecodeError::UnknownFamily(fam) => write!(f, "unknown address family {fam}"),
+            DecodeError::UnknownTlsCall(c) => write!(f, "unknown TLS call {c}"),
         }
     }
 }
@@ -197,6 +258,71 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
             RawEvent::Exit(Exit {
                 tgid: e.header.tgid,
                 ktime_ns: e.header.ktime_ns,
+            })
+        }
+        EventKind::Tls => {
+            let e: TlsEvent = read(bytes, header.kind)?;
+            TlsCall::from_u32(e.call).ok_or(DecodeError::UnknownTlsCall(e.call))?;
+            let len = (e.text_len as usize).min(TLS_TEXT_LEN);
+            RawEvent::Tls(Tls {
+                tgid: e.header.tgid,
+                tid: e.header.tid,
+                ktime_ns: e.header.ktime_ns,
+                call: e.call,
+                library: e.library,
+                ssl: e.ssl,
+                ptr2: e.ptr2,
+                value: e.value,
+                text: e.text[..len].to_vec(),
+            })
+        }
+        EventKind::Cert => {
+            // Large record: read the fixed fields, then copy only the certificate's bytes.
+            let want = size_of::<CertEvent>();
+            if bytes.len() < want {
+                return Err(DecodeError::Short {
+                    kind: header.kind,
+                    len: bytes.len(),
+                    want,
+                });
+            }
+            let field = |offset: usize, len: usize| &bytes[offset..offset + len];
+            let u32_at = |offset| u32::from_ne_bytes(field(offset, 4).try_into().expect("4 bytes"));
+            let der_len = u32_at(std::mem::offset_of!(CertEvent, der_len));
+            let library = u32_at(std::mem::offset_of!(CertEvent, library));
+            let ssl_at = std::mem::offset_of!(CertEvent, ssl);
+            let ssl = u64::from_ne_bytes(field(ssl_at, 8).try_into().expect("8 bytes"));
+            let fixed = std::mem::offset_of!(CertEvent, der);
+            let copied = (der_len as usize).min(CERT_MAX);
+            RawEvent::Cert(Cert {
+                tgid: header.tgid,
+                tid: header.tid,
+                ktime_ns: header.ktime_ns,
+                library,
+                ssl,
+                der: bytes[fixed..fixed + copied].to_vec(),
+                truncated: der_len as usize > CERT_MAX,
+            })
+        }
+        EventKind::MmapExec => {
+            let e: MmapExecEvent = read(bytes, header.kind)?;
+            RawEvent::MmapExec(MmapExec {
+                tgid: e.header.tgid,
+                ktime_ns: e.header.ktime_ns,
+            })
+        }
+        EventKind::SetEnv => {
+            let e: SetEnvEvent = read(bytes, header.kind)?;
+            let text = |raw: &[u8], len: u32| {
+                let raw = &raw[..(len as usize).min(raw.len())];
+                String::from_utf8_lossy(raw.split(|&b| b == 0).next().unwrap_or_default())
+                    .into_owned()
+            };
+            RawEvent::SetEnv(SetEnv {
+                tgid: e.header.tgid,
+                ktime_ns: e.header.ktime_ns,
+                name: text(&e.name, e.name_len),
+                value: text(&e.value, e.value_len),
             })
         }
     })
@@ -308,6 +434,59 @@ pub(crate) mod tests {
             monitor_common::EXEC_FILENAME_LEN
         );
         assert_eq!(x.comm.as_str(), "");
+    }
+
+    #[test]
+    fn decodes_certificates_and_flags_truncation() {
+        let mut e = Box::new(CertEvent {
+            header: EventHeader::new(EventKind::Cert, 9, 10, 3),
+            library: 2,
+            der_len: 5,
+            ssl: 0xdead_beef,
+            der: [0; CERT_MAX],
+        });
+        e.der[..5].copy_from_slice(b"\x30\x82\x01\x02\x03");
+        let RawEvent::Cert(c) = decode(&as_bytes(&*e)).unwrap() else {
+            panic!()
+        };
+        assert_eq!((c.library, c.ssl, c.tgid, c.tid), (2, 0xdead_beef, 9, 10));
+        assert_eq!(c.der, b"\x30\x82\x01\x02\x03");
+        assert!(!c.truncated);
+        e.der_len = CERT_MAX as u32 + 100;
+        let RawEvent::Cert(c) = decode(&as_bytes(&*e)).unwrap() else {
+            panic!()
+        };
+        assert!(c.truncated);
+        assert_eq!(c.der.len(), CERT_MAX);
+        assert!(matches!(
+            decode(&as_bytes(&*e)[..100]),
+            Err(DecodeError::Short { .. })
+        ));
+    }
+
+    #[test]
+    fn decodes_tls_calls_and_rejects_unknown_ones() {
+        let mut e = TlsEvent {
+            header: EventHeader::new(EventKind::Tls, 1, 1, 1),
+            call: TlsCall::SetSni as u32,
+            library: 0,
+            ssl: 7,
+            ptr2: 0,
+            value: 0,
+            text_len: 8,
+            _pad: 0,
+            text: [0; TLS_TEXT_LEN],
+        };
+        e.text[..8].copy_from_slice(b"api.test");
+        let RawEvent::Tls(t) = decode(&as_bytes(&e)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (t.call(), t.text_str().as_str()),
+            (TlsCall::SetSni, "api.test")
+        );
+        e.call = 999;
+        assert_eq!(decode(&as_bytes(&e)), Err(DecodeError::UnknownTlsCall(999)));
     }
 
     #[test]

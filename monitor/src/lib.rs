@@ -11,6 +11,7 @@
 //! egress-monitor doctor
 //! ```
 pub mod analyze;
+pub mod config;
 pub mod decode;
 pub mod detect;
 pub mod doctor;

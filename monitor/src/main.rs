@@ -62,6 +62,10 @@ struct RunCli {
     /// Append output to FILE instead of standard output (JSON lines by default).
     #[arg(long, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Deployment settings (TOML): extra trusted CAs, API-key headers, auth hosts, the
+    /// fingerprint key.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Report connects to loopback addresses too.
     #[arg(long)]
     include_loopback: bool,
@@ -140,6 +144,7 @@ fn main() -> std::process::ExitCode {
                 mcp_patterns: args.mcp_pattern,
                 format: args.format,
                 output: args.output,
+                config: args.config,
                 include_loopback: args.include_loopback,
                 duration: args.duration,
                 ebpf_log_level: level,

@@ -2,22 +2,31 @@
 use std::{
     io::{IsTerminal as _, Write},
     path::PathBuf,
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use anyhow::Context as _;
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    Ebpf,
+};
+use monitor_common::{ssl_flags, SslKey, SslState};
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
-    analyze::{Analyzer, Settings},
+    analyze::{
+        tls::{env_bypass, EnvBypass},
+        Action, Analyzer, Out, Settings,
+    },
+    config::Config,
     decode::{self, RawEvent},
+    detect::x509::TrustStore,
     output::{Clock, Event, EventDetail, Format, Record, Sink, Status, StatusKind, Totals},
-    probes::{self, caps, tracefs, LoadOptions},
+    probes::{self, caps, tracefs, uprobes::TlsProbes, LoadOptions},
     process::{
         mcp::McpMatcher,
         targets::{NewTarget, Selector, Tracker},
-        ProcFs,
+        ProcFs, ProcessInfo,
     },
 };
 
@@ -26,44 +35,119 @@ pub struct RunArgs {
     pub mcp_patterns: Vec<String>,
     pub format: Option<Format>,
     pub output: Option<PathBuf>,
+    pub config: Option<PathBuf>,
     pub include_loopback: bool,
     pub duration: Option<Duration>,
     pub ebpf_log_level: u8,
 }
 
 type Targets = BpfHashMap<MapData, u32, u32>;
+type SslStates = BpfHashMap<MapData, SslKey, SslState>;
+
+/// The environment variables that switch TLS verification off process-wide.
+const BYPASS_VARIABLES: [&str; 1] = ["NODE_TLS_REJECT_UNAUTHORIZED"];
 
 /// Everything that turns kernel records into output lines.
 struct Session {
+    ebpf: Ebpf,
     tracker: Tracker<Targets>,
     analyzer: Analyzer,
+    tls_probes: TlsProbes,
+    ssl_states: Option<SslStates>,
+    procfs: ProcFs,
     sink: Sink,
     clock: Clock,
     totals: Totals,
+    out: Out,
     quiet_targets: bool,
     own_pid: u32,
 }
 
 impl Session {
     fn emit(&mut self, record: Record) -> anyhow::Result<()> {
-        if matches!(record, Record::Event(_)) {
-            self.totals.events += 1;
+        match record {
+            Record::Event(_) => self.totals.events += 1,
+            Record::Finding(_) => self.totals.findings += 1,
+            Record::Status(_) => {}
         }
         self.sink.emit(&record).context("writing output")
     }
 
-    fn target_event(&mut self, target: NewTarget) -> anyhow::Result<()> {
-        // With --all every process is a target: saying so for each adds nothing.
-        if self.quiet_targets {
-            return Ok(());
+    fn status(&mut self, status: Status) -> anyhow::Result<()> {
+        self.emit(Record::Status(status))
+    }
+
+    /// Emit what the analyzer produced and tell the kernel what it asked for.
+    fn drain(&mut self) -> anyhow::Result<()> {
+        let records = std::mem::take(&mut self.out.records);
+        for record in records {
+            self.emit(record)?;
         }
-        self.emit(Record::Event(Event {
-            time: std::time::SystemTime::now(),
-            process: target.process,
-            detail: EventDetail::Target {
-                reason: target.reason,
-            },
-        }))
+        for action in self.out.actions.drain(..) {
+            match action {
+                Action::SettleTls { tgid, ssl } => {
+                    if let Some(states) = self.ssl_states.as_mut() {
+                        let key = SslKey { tgid, _pad: 0, ssl };
+                        let state = SslState {
+                            flags: ssl_flags::VERDICT | ssl_flags::HANDSHAKE_DONE,
+                            certs: 0,
+                        };
+                        // A full map only means the session keeps reporting (counted in drops).
+                        let _ = states.insert(key, state, 0);
+                    }
+                }
+            }
+        }
+        self.out.clear();
+        Ok(())
+    }
+
+    /// A process became a target: say so, probe its TLS libraries, check its environment.
+    fn on_target(&mut self, target: NewTarget) -> anyhow::Result<()> {
+        let pid = target.process.pid;
+        if !self.quiet_targets {
+            self.emit(Record::Event(Event {
+                time: SystemTime::now(),
+                process: target.process.clone(),
+                detail: EventDetail::Target {
+                    reason: target.reason,
+                },
+            }))?;
+        }
+        self.discover(pid, &target.process)?;
+        for name in BYPASS_VARIABLES {
+            if let Some(value) = self.procfs.env_var(pid, name) {
+                if env_bypass(name, &value) {
+                    let bypass = EnvBypass {
+                        name: name.to_string(),
+                        value,
+                        source: "environment at start",
+                    };
+                    self.env_bypass(pid, bypass)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn env_bypass(&mut self, pid: u32, bypass: EnvBypass) -> anyhow::Result<()> {
+        let tracker = &mut self.tracker;
+        let mut process = |pid: u32| tracker.process(pid, "");
+        self.analyzer
+            .env_bypass(pid, bypass, SystemTime::now(), &mut process, &mut self.out);
+        self.drain()
+    }
+
+    fn discover(&mut self, pid: u32, process: &ProcessInfo) -> anyhow::Result<()> {
+        let found = self.tls_probes.discover(&mut self.ebpf, pid);
+        let curl = process.exe.as_deref().is_some_and(|e| e.ends_with("/curl"));
+        if found.app_checks_names || curl {
+            self.analyzer.app_checks_names(pid);
+        }
+        for status in found.statuses {
+            self.status(status)?;
+        }
+        Ok(())
     }
 
     fn handle(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
@@ -90,10 +174,48 @@ impl Session {
                     self.tracker
                         .on_exec(e.tgid, e.targeted, e.comm.as_str(), &e.filename)
                 {
-                    self.target_event(target)?;
+                    self.on_target(target)?;
                 }
             }
-            RawEvent::Exit(e) => self.tracker.on_exit(e.tgid),
+            RawEvent::Exit(e) => {
+                let time = self.clock.at(e.ktime_ns);
+                let tracker = &mut self.tracker;
+                let mut process = |pid: u32| tracker.process(pid, "");
+                self.analyzer
+                    .process_exit(e.tgid, time, &mut process, &mut self.out);
+                self.drain()?;
+                self.tracker.on_exit(e.tgid);
+            }
+            RawEvent::Tls(t) => {
+                let time = self.clock.at(t.ktime_ns);
+                let library = self
+                    .tls_probes
+                    .library(t.library)
+                    .map(|l| (l.path.as_str(), l.kind));
+                let tracker = &mut self.tracker;
+                let mut process = |pid: u32| tracker.process(pid, "");
+                self.analyzer
+                    .tls(&t, library, time, &mut process, &mut self.out);
+                self.drain()?;
+            }
+            RawEvent::Cert(c) => {
+                let time = self.clock.at(c.ktime_ns);
+                self.analyzer.cert(&c, time);
+            }
+            RawEvent::MmapExec(m) => {
+                let process = self.tracker.process(m.tgid, "");
+                self.discover(m.tgid, &process)?;
+            }
+            RawEvent::SetEnv(s) => {
+                if env_bypass(&s.name, &s.value) {
+                    let bypass = EnvBypass {
+                        name: s.name,
+                        value: s.value,
+                        source: "set at run time",
+                    };
+                    self.env_bypass(s.tgid, bypass)?;
+                }
+            }
         }
         Ok(())
     }
@@ -146,6 +268,38 @@ fn poll<T: std::os::fd::AsRawFd>(inner: T) -> std::io::Result<AsyncFd<T>> {
         .map_err(Into::into)
 }
 
+/// The system trust store plus the config's CAs, for the monitor's own certificate checks.
+fn trust_store(config: &Config, statuses: &mut Vec<Status>) -> TrustStore {
+    let mut store = match TrustStore::system() {
+        Ok(store) => store,
+        Err(err) => {
+            statuses.push(Status::new(
+                StatusKind::Warning,
+                Some("trust store".into()),
+                format!(
+                    "no system CA bundle ({err:#}); certificate reasons will say 'unknown issuer'"
+                ),
+            ));
+            TrustStore::empty()
+        }
+    };
+    for file in &config.tls.ca_files {
+        match store.add_pem_file(file) {
+            Ok(n) => statuses.push(Status::new(
+                StatusKind::Capability,
+                Some("trust store".into()),
+                format!("{n} CA certificate(s) from {}", file.display()),
+            )),
+            Err(err) => statuses.push(Status::new(
+                StatusKind::Warning,
+                Some("trust store".into()),
+                format!("{}: {err:#}", file.display()),
+            )),
+        }
+    }
+    store
+}
+
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -154,6 +308,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 async fn run_async(args: RunArgs) -> anyhow::Result<()> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
     let mut sink = open_sink(args.format, args.output.as_ref())?;
     let matcher = McpMatcher::new(&args.mcp_patterns)?;
     let procfs = ProcFs::default();
@@ -194,6 +352,9 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
             format!("unavailable: {}; affects {}", cap.detail, cap.needed_for),
         )))?;
     }
+    let uprobes = capabilities
+        .iter()
+        .any(|c| c.name == "uprobes" && c.available);
 
     let opts = LoadOptions {
         filter_all: matches!(args.selector, Selector::All),
@@ -202,10 +363,32 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         ..LoadOptions::default()
     };
     let mut loaded = probes::load(&opts, &tracefs)?;
-    for status in loaded.statuses.drain(..) {
+    let mut statuses: Vec<Status> = loaded.statuses.drain(..).collect();
+    let mut ebpf = loaded.ebpf;
+    let tls_probes = match TlsProbes::load(&mut ebpf, uprobes) {
+        Ok(p) => p,
+        Err(err) => {
+            statuses.push(Status::new(
+                StatusKind::Skipped,
+                Some("uprobes".into()),
+                format!("OpenSSL hooks unavailable: {err:#}; connect tracing continues"),
+            ));
+            TlsProbes::load(&mut ebpf, false)?
+        }
+    };
+    if !uprobes {
+        statuses.push(Status::new(
+            StatusKind::Skipped,
+            Some("uprobes".into()),
+            "no uprobe support: TLS findings are off; connect tracing continues",
+        ));
+    }
+    let mut tls_probes = tls_probes;
+    statuses.extend(tls_probes.attach_host(&mut ebpf));
+    let trust = trust_store(&config, &mut statuses);
+    for status in statuses {
         sink.emit(&Record::Status(status))?;
     }
-    let ebpf = &mut loaded.ebpf;
     let targets: Targets = ebpf
         .take_map("TARGETS")
         .context("TARGETS map missing")?
@@ -215,23 +398,32 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         .take_map("DROPS")
         .context("DROPS map missing")?
         .try_into()?;
+    let ssl_states: Option<SslStates> = ebpf.take_map("SSL_STATE").and_then(|m| m.try_into().ok());
 
     let mode = args.selector.to_string();
     let quiet_targets = matches!(args.selector, Selector::All);
     let mut session = Session {
-        quiet_targets,
-        own_pid: std::process::id(),
-        tracker: Tracker::new(args.selector, matcher, procfs, targets),
-        analyzer: Analyzer::new(Settings {
-            include_loopback: args.include_loopback,
-        }),
+        ebpf,
+        tracker: Tracker::new(args.selector, matcher, procfs.clone(), targets),
+        analyzer: Analyzer::new(
+            Settings {
+                include_loopback: args.include_loopback,
+            },
+            trust,
+        ),
+        tls_probes,
+        ssl_states,
+        procfs,
         sink,
         clock: Clock::new(),
         totals: Totals::default(),
+        out: Out::default(),
+        quiet_targets,
+        own_pid: std::process::id(),
     };
     // Probes are attached before the scan, so a process exec'd meanwhile arrives as an event.
     for target in session.tracker.scan() {
-        session.target_event(target)?;
+        session.on_target(target)?;
     }
     let ready = Status::new(
         StatusKind::Ready,
@@ -293,7 +485,6 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                     let mut status = Status::new(StatusKind::Drops, None, "the kernel dropped events");
                     status.totals = Some(Totals { drops: now.clone(), ..session.totals.clone() });
                     session.emit(Record::Status(status))?;
-                    session.sink.flush()?;
                     reported_drops = now;
                 }
                 if ticks.is_multiple_of(30) {
@@ -302,6 +493,11 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                         tracing::debug!("forgot {} finished target(s)", gone.len());
                     }
                 }
+                if ticks.is_multiple_of(60) {
+                    session.analyzer.flush(&mut session.out);
+                    session.drain()?;
+                }
+                session.sink.flush()?;
             }
         }
     };
@@ -310,11 +506,51 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     while let Some(item) = ring.next() {
         session.handle(&item)?;
     }
+    session.analyzer.flush(&mut session.out);
+    session.drain()?;
     let mut status = Status::new(StatusKind::Shutdown, None, format!("stopped ({reason})"));
     session.totals.targets = session.tracker.target_count();
     session.totals.drops = read_drops(&drops);
     status.totals = Some(session.totals.clone());
     session.sink.emit(&Record::Status(status))?;
     session.sink.flush()?;
+    teardown_in_background(&mut session);
     Ok(())
+}
+
+/// Detaching a uprobe makes the kernel wait for an RCU grace period (~0.1 s), one detach after
+/// another: seconds for the few dozen probes a host has. All output is written by now, so the
+/// last references to the probes are handed to a forked child that drops them in the
+/// background while the agent exits at once. The child first empties the target set, so the
+/// probes cost the rest of the system one failed lookup until they are gone.
+fn teardown_in_background(session: &mut Session) {
+    if session.tls_probes.attached() == 0 {
+        return;
+    }
+    // SAFETY: the agent is single-threaded here (current-thread runtime, no helper threads);
+    // the child only closes descriptors, updates a map and exits.
+    match unsafe { libc::fork() } {
+        0 => {
+            // SAFETY: plain syscalls on valid arguments.
+            unsafe {
+                libc::setsid();
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                if null >= 0 {
+                    for fd in 0..3 {
+                        libc::dup2(null, fd);
+                    }
+                }
+            }
+            let map = session.tracker.map_mut();
+            for pid in crate::process::targets::TargetMap::pids(map) {
+                crate::process::targets::TargetMap::remove(map, pid);
+            }
+            // Dropping everything here (descriptors included) is the slow part.
+            std::process::exit(0);
+        }
+        // The child holds its own references; closing ours on exit is cheap.
+        pid if pid > 0 => {}
+        // No child: detach here, slowly but surely.
+        _ => tracing::debug!("fork failed; detaching uprobes in the foreground"),
+    }
 }

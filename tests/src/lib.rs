@@ -31,6 +31,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod pki;
+
 /// Root of the workspace (for test client scripts).
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -153,6 +155,21 @@ impl Upstream {
             .stdout(Stdio::piped())
             .spawn()
             .expect("starting the upstream HTTP server");
+        self.wait_listening(child, port);
+    }
+
+    /// An HTTPS server (keep-alive, 200 "ok") with this certificate, on `port`.
+    pub fn https_server(&self, pair: &pki::Pair, port: u16) {
+        let script = clients_dir().join("python/https_server.py");
+        let child = self
+            .command("python3")
+            .arg(script)
+            .arg(&pair.cert)
+            .arg(&pair.key)
+            .arg(port.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting the upstream HTTPS server");
         self.wait_listening(child, port);
     }
 
@@ -374,6 +391,28 @@ impl Run {
             .collect()
     }
 
+    pub fn findings(&self, id: &str) -> Vec<&Value> {
+        self.lines
+            .iter()
+            .filter(|l| l["type"] == "finding" && l["id"] == id)
+            .collect()
+    }
+
+    /// Findings and TLS handshakes of one process.
+    pub fn findings_of(&self, pid: u32) -> Vec<&Value> {
+        self.lines
+            .iter()
+            .filter(|l| l["type"] == "finding" && l["process"]["pid"] == pid)
+            .collect()
+    }
+
+    pub fn handshakes_of(&self, pid: u32) -> Vec<&Value> {
+        self.events("tls_handshake")
+            .into_iter()
+            .filter(|l| l["process"]["pid"] == pid)
+            .collect()
+    }
+
     pub fn status(&self, kind: &str) -> Vec<&Value> {
         self.lines
             .iter()
@@ -421,6 +460,33 @@ pub fn run_client(cmd: &mut Command) -> Client {
 pub fn python(code: &str) -> Command {
     let mut cmd = Command::new("python3");
     cmd.args(["-c", code]);
+    cmd
+}
+
+/// Python from the test clients' virtualenv (requests, httpx), running `code`.
+pub fn venv_python(code: &str) -> Command {
+    let python = clients_dir().join("python/.venv/bin/python3");
+    assert!(
+        python.exists(),
+        "{} is missing: run `cargo xtask setup` (it installs the Python test clients)",
+        python.display()
+    );
+    let mut cmd = Command::new(python);
+    cmd.args(["-c", code]);
+    cmd
+}
+
+/// Node running an ES module script from `code`, with the test clients' packages resolvable.
+pub fn node_module(code: &str) -> Command {
+    let dir = clients_dir().join("node");
+    assert!(
+        dir.join("node_modules").exists(),
+        "{}/node_modules is missing: run `cargo xtask setup`",
+        dir.display()
+    );
+    let mut cmd = Command::new("node");
+    cmd.args(["--input-type=module", "-e", code])
+        .current_dir(dir);
     cmd
 }
 

@@ -286,6 +286,26 @@ fn mount_tracefs() -> anyhow::Result<()> {
     run(Command::new("mount").args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"]))
 }
 
+/// PyPI packages for the Python test clients, in a virtualenv next to them.
+fn ensure_python_clients(root: &Path) -> anyhow::Result<()> {
+    let dir = root.join("tests/clients/python");
+    let requirements = std::fs::read_to_string(dir.join("requirements.txt"))?;
+    let venv = dir.join(".venv");
+    let stamp = venv.join("installed-requirements.txt");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == requirements) {
+        return Ok(());
+    }
+    step("installing the Python test clients' packages (venv + pip)");
+    if !venv.join("bin/python3").exists() {
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    }
+    run(Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+        .arg(dir.join("requirements.txt")))?;
+    std::fs::write(stamp, requirements)?;
+    Ok(())
+}
+
 fn setup(root: &Path, for_tests: bool) -> anyhow::Result<()> {
     let (sysroot, llvm_major) = nightly()?;
     ensure_rust_src(&sysroot)?;
@@ -293,6 +313,7 @@ fn setup(root: &Path, for_tests: bool) -> anyhow::Result<()> {
     if for_tests {
         ensure_debian_packages()?;
         ensure_node_clients(root)?;
+        ensure_python_clients(root)?;
     }
     Ok(())
 }

@@ -1,2 +1,5 @@
 pub mod connect;
+pub mod env;
+pub mod mmap;
+pub mod openssl;
 pub mod process;

@@ -1,13 +1,19 @@
 //! Correlation: raw kernel events plus what we know of their processes -> the records we report.
 //! Pure: no I/O here, so sequences of events are unit-tested and a recording replays through the
-//! same code as a live run.
+//! same code as a live run. What the kernel should be told (a session is settled) comes back as
+//! [`Action`]s for the caller to apply.
+pub mod connections;
+pub mod dedup;
 pub mod errno;
+pub mod tls;
 
 use std::{net::IpAddr, sync::Arc, time::SystemTime};
 
 use crate::{
-    decode::Connect,
-    output::{Destination, Event, EventDetail, Socket},
+    decode::{Cert, Connect, Protocol, Tls},
+    detect::x509::TrustStore,
+    output::{finding::Finding, Destination, Event, EventDetail, Record, Socket},
+    probes::uprobes::LibraryKind,
     process::ProcessInfo,
 };
 
@@ -17,9 +23,18 @@ pub struct Settings {
     pub include_loopback: bool,
 }
 
-#[derive(Debug, Default)]
+/// Something the kernel side should be told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Stop reporting this TLS session's reads and writes.
+    SettleTls { tgid: u32, ssl: u64 },
+}
+
 pub struct Analyzer {
     settings: Settings,
+    conns: connections::Connections,
+    tls: tls::TlsTracker,
+    dedup: dedup::Dedup,
 }
 
 /// The address that was really dialled: an IPv4-mapped IPv6 address is the IPv4 peer.
@@ -27,12 +42,37 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     ip.to_canonical()
 }
 
+/// Where records and actions go (reused buffers: no allocation per event on the hot path).
+#[derive(Default)]
+pub struct Out {
+    pub records: Vec<Record>,
+    pub actions: Vec<Action>,
+    tls: Vec<tls::TlsOutput>,
+}
+
+impl Out {
+    pub fn clear(&mut self) {
+        self.records.clear();
+        self.actions.clear();
+    }
+}
+
 impl Analyzer {
-    pub fn new(settings: Settings) -> Self {
-        Self { settings }
+    pub fn new(settings: Settings, trust: TrustStore) -> Self {
+        Self {
+            settings,
+            conns: connections::Connections::default(),
+            tls: tls::TlsTracker::new(trust),
+            dedup: dedup::Dedup::default(),
+        }
     }
 
-    /// A finished `connect`: the event to report, or `None` when policy ignores it.
+    fn ignored(&self, ip: &IpAddr) -> bool {
+        ip.is_loopback() && !self.settings.include_loopback
+    }
+
+    /// A finished `connect`: remembered for TLS and payload correlation, and reported unless
+    /// policy ignores it.
     pub fn connect(
         &mut self,
         c: &Connect,
@@ -40,7 +80,16 @@ impl Analyzer {
         time: SystemTime,
     ) -> Option<Event> {
         let ip = canonical(c.ip);
-        if ip.is_loopback() && !self.settings.include_loopback {
+        let destination = Destination {
+            ip,
+            port: c.port,
+            hostname: None,
+        };
+        let established = c.ret == 0 || c.ret == -115;
+        if established && c.protocol != Some(Protocol::Udp) {
+            self.conns.record(c.tgid, c.tid, c.fd, destination.clone());
+        }
+        if self.ignored(&ip) {
             return None;
         }
         Some(Event {
@@ -52,14 +101,125 @@ impl Analyzer {
                     protocol: c.protocol,
                     fd: c.fd,
                 },
-                destination: Destination {
-                    ip,
-                    port: c.port,
-                    hostname: None,
-                },
+                destination,
                 result: errno::connect_result(c.ret),
             },
         })
+    }
+
+    /// An OpenSSL call. `library`: path and kind of the library the probe sits in.
+    pub fn tls(
+        &mut self,
+        e: &Tls,
+        library: Option<(&str, LibraryKind)>,
+        time: SystemTime,
+        process: &mut dyn FnMut(u32) -> Arc<ProcessInfo>,
+        out: &mut Out,
+    ) {
+        let mut pending = std::mem::take(&mut out.tls);
+        self.tls.on_tls(e, library, time, &self.conns, &mut pending);
+        self.drain_tls(&mut pending, time, process, out);
+        out.tls = pending;
+    }
+
+    pub fn cert(&mut self, c: &Cert, time: SystemTime) {
+        self.tls.on_cert(c, time, &self.conns);
+    }
+
+    /// A process-wide TLS bypass in a process's environment (at start or set at run time).
+    pub fn env_bypass(
+        &mut self,
+        pid: u32,
+        bypass: tls::EnvBypass,
+        time: SystemTime,
+        process: &mut dyn FnMut(u32) -> Arc<ProcessInfo>,
+        out: &mut Out,
+    ) {
+        let mut pending = std::mem::take(&mut out.tls);
+        self.tls.env_bypass(pid, bypass, &mut pending);
+        self.drain_tls(&mut pending, time, process, out);
+        out.tls = pending;
+    }
+
+    pub fn app_checks_names(&mut self, pid: u32) {
+        self.tls.set_app_checks_names(pid);
+    }
+
+    /// A process exited: conclude its sessions, report its repeated findings, forget it.
+    pub fn process_exit(
+        &mut self,
+        pid: u32,
+        time: SystemTime,
+        process: &mut dyn FnMut(u32) -> Arc<ProcessInfo>,
+        out: &mut Out,
+    ) {
+        let mut pending = std::mem::take(&mut out.tls);
+        self.tls.process_exit(pid, &self.conns, &mut pending);
+        self.drain_tls(&mut pending, time, process, out);
+        out.tls = pending;
+        for f in self.dedup.flush() {
+            out.records.push(Record::Finding(f));
+        }
+        self.dedup.forget_process(pid);
+        self.conns.forget_process(pid);
+    }
+
+    /// Findings whose count grew since last reported (periodically and at shutdown).
+    pub fn flush(&mut self, out: &mut Out) {
+        for f in self.dedup.flush() {
+            out.records.push(Record::Finding(f));
+        }
+    }
+
+    fn drain_tls(
+        &mut self,
+        pending: &mut Vec<tls::TlsOutput>,
+        time: SystemTime,
+        process: &mut dyn FnMut(u32) -> Arc<ProcessInfo>,
+        out: &mut Out,
+    ) {
+        for item in pending.drain(..) {
+            match item {
+                tls::TlsOutput::Settle { tgid, ssl } => {
+                    out.actions.push(Action::SettleTls { tgid, ssl })
+                }
+                tls::TlsOutput::Handshake {
+                    pid,
+                    destination,
+                    tls,
+                } => {
+                    if destination.as_ref().is_some_and(|d| self.ignored(&d.ip)) {
+                        continue;
+                    }
+                    out.records.push(Record::Event(Event {
+                        time,
+                        process: process(pid),
+                        detail: EventDetail::TlsHandshake { destination, tls },
+                    }));
+                }
+                tls::TlsOutput::Finding {
+                    id,
+                    pid,
+                    destination,
+                    evidence,
+                } => {
+                    if destination.as_ref().is_some_and(|d| self.ignored(&d.ip)) {
+                        continue;
+                    }
+                    let finding = Finding {
+                        time,
+                        id,
+                        process: process(pid),
+                        destination,
+                        evidence,
+                        count: 1,
+                    };
+                    if let Some(first) = self.dedup.observe(finding) {
+                        out.records.push(Record::Finding(first));
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -89,7 +249,11 @@ mod tests {
     }
 
     fn run(settings: Settings, c: &Connect) -> Option<Event> {
-        Analyzer::new(settings).connect(c, Arc::new(ProcessInfo::default()), SystemTime::UNIX_EPOCH)
+        Analyzer::new(settings, TrustStore::empty()).connect(
+            c,
+            Arc::new(ProcessInfo::default()),
+            SystemTime::UNIX_EPOCH,
+        )
     }
 
     #[test]

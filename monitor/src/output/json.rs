@@ -4,9 +4,10 @@ use std::io;
 
 use serde::{ser::SerializeMap, Serialize};
 
-use super::{Event, EventDetail, Record, Status, Timestamp, SCHEMA};
+use super::{finding::Finding, Event, EventDetail, Record, Status, Timestamp, SCHEMA};
 
 struct EventLine<'a>(&'a Event);
+struct FindingLine<'a>(&'a Finding);
 struct StatusLine<'a>(&'a Status);
 
 impl Serialize for EventLine<'_> {
@@ -29,7 +30,30 @@ impl Serialize for EventLine<'_> {
                 m.serialize_entry("result", result)?;
             }
             EventDetail::Target { reason } => m.serialize_entry("reason", reason)?,
+            EventDetail::TlsHandshake { destination, tls } => {
+                m.serialize_entry("destination", destination)?;
+                m.serialize_entry("tls", tls)?;
+            }
         }
+        m.end()
+    }
+}
+
+impl Serialize for FindingLine<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let f = self.0;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("schema", SCHEMA)?;
+        m.serialize_entry("type", "finding")?;
+        m.serialize_entry("time", &Timestamp(f.time))?;
+        m.serialize_entry("id", f.id.as_str())?;
+        m.serialize_entry("severity", &f.id.severity())?;
+        m.serialize_entry("title", f.id.title())?;
+        m.serialize_entry("process", &*f.process)?;
+        m.serialize_entry("destination", &f.destination)?;
+        m.serialize_entry("evidence", &f.evidence)?;
+        m.serialize_entry("remediation", f.id.remediation())?;
+        m.serialize_entry("count", &f.count)?;
         m.end()
     }
 }
@@ -57,6 +81,7 @@ pub fn write(out: &mut Vec<u8>, record: &Record) -> io::Result<()> {
     match record {
         Record::Event(e) => serde_json::to_writer(out, &EventLine(e)),
         Record::Status(s) => serde_json::to_writer(out, &StatusLine(s)),
+        Record::Finding(f) => serde_json::to_writer(out, &FindingLine(f)),
     }
     .map_err(io::Error::other)
 }

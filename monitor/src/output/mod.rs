@@ -1,5 +1,6 @@
 //! What the agent says: records (events, findings, status) and the writers that put them on a
 //! stream as JSON lines (the contract in DESIGN.md) or as aligned text for a person.
+pub mod finding;
 pub mod json;
 pub mod text;
 
@@ -86,7 +87,7 @@ pub struct Destination {
 }
 
 /// What an `event` line reports.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum EventDetail {
     Connect {
         socket: Socket,
@@ -96,6 +97,11 @@ pub enum EventDetail {
     },
     /// A process became a target (at start-up or at exec), and why.
     Target { reason: String },
+    /// One client TLS session: what was negotiated, verified and presented.
+    TlsHandshake {
+        destination: Option<Destination>,
+        tls: serde_json::Value,
+    },
 }
 
 impl EventDetail {
@@ -103,11 +109,12 @@ impl EventDetail {
         match self {
             EventDetail::Connect { .. } => "connect",
             EventDetail::Target { .. } => "target",
+            EventDetail::TlsHandshake { .. } => "tls_handshake",
         }
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Event {
     pub time: SystemTime,
     pub process: Arc<ProcessInfo>,
@@ -166,9 +173,10 @@ impl Status {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Record {
     Event(Event),
+    Finding(finding::Finding),
     Status(Status),
 }
 

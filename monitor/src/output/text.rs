@@ -56,6 +56,21 @@ pub fn write(out: &mut Vec<u8>, record: &Record) -> io::Result<()> {
                         write!(out, " ({host})")?;
                     }
                 }
+                EventDetail::TlsHandshake { destination, tls } => {
+                    let dest = destination
+                        .as_ref()
+                        .map(|d| format!("{}:{}", d.ip, d.port))
+                        .unwrap_or_else(|| "?".into());
+                    let sni = tls["server_name"].as_str().unwrap_or("-");
+                    let outcome = tls["verification"]["summary"].as_str().unwrap_or("-");
+                    write!(
+                        out,
+                        "{:<4} {dest:<30} {} ({})",
+                        "tls",
+                        clean(sni),
+                        clean(outcome)
+                    )?;
+                }
                 EventDetail::Target { reason } => {
                     write!(
                         out,
@@ -64,6 +79,31 @@ pub fn write(out: &mut Vec<u8>, record: &Record) -> io::Result<()> {
                         clean(reason)
                     )?;
                 }
+            }
+        }
+        Record::Finding(f) => {
+            let who = format!("{}[{}]", clean(&f.process.comm), f.process.pid);
+            let sev = serde_json::to_value(f.id.severity()).map_err(io::Error::other)?;
+            write!(
+                out,
+                "{}  {:<8} {:<10} {:<28} {}",
+                Timestamp(f.time),
+                "FINDING",
+                sev.as_str().unwrap_or_default(),
+                who,
+                f.id.as_str()
+            )?;
+            if let Some(d) = &f.destination {
+                write!(out, " -> {}:{}", d.ip, d.port)?;
+                if let Some(h) = &d.hostname {
+                    write!(out, " ({})", clean(h))?;
+                }
+            }
+            if let Some(reason) = f.evidence.get("reason").and_then(|r| r.as_str()) {
+                write!(out, ": {}", clean(reason))?;
+            }
+            if f.count > 1 {
+                write!(out, " [x{}]", f.count)?;
             }
         }
         Record::Status(Status {

@@ -2,6 +2,7 @@
 pub mod btf;
 pub mod caps;
 pub mod tracefs;
+pub mod uprobes;
 
 use std::path::Path;
 

@@ -134,6 +134,17 @@ impl ProcFs {
             .collect()
     }
 
+    /// The value of one environment variable of `pid`, read from `/proc/PID/environ`. Only the
+    /// requested variable is kept: the rest of a process's environment (secrets included) is
+    /// dropped here.
+    pub fn env_var(&self, pid: u32, name: &str) -> Option<String> {
+        let raw = fs::read(self.path(pid, "environ")).ok()?;
+        let prefix = format!("{name}=");
+        raw.split(|&b| b == 0)
+            .find_map(|entry| entry.strip_prefix(prefix.as_bytes()))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
     pub fn exists(&self, pid: u32) -> bool {
         self.root.join(pid.to_string()).exists()
     }

@@ -291,7 +291,6 @@ impl<M: TargetMap> Tracker<M> {
         self.map.pids().len()
     }
 
-    #[cfg(test)]
     pub fn map_mut(&mut self) -> &mut M {
         &mut self.map
     }

@@ -1,0 +1,120 @@
+//! `--config FILE`: what this deployment knows that the monitor cannot guess (TOML).
+//!
+//! ```toml
+//! [tls]
+//! # CAs the monitor trusts in addition to the system store when it verifies server
+//! # certificates itself (internal CAs your clients are configured with).
+//! ca_files = ["/etc/ssl/internal-ca.pem"]
+//!
+//! [plaintext]
+//! api_key_headers = ["X-Internal-Token"]   # extra API-key header names
+//! auth_hosts = ['^auth\.internal$']         # hosts that are authentication endpoints (regex)
+//! auth_paths = ['^/v2/session$']            # extra authentication endpoint paths (regex)
+//! # Key for secret fingerprints (64 hex digits). Default: random per start, so fingerprints
+//! # only match within one run; set it to match them across runs and hosts.
+//! fingerprint_key = "00112233..."
+//! ```
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub tls: TlsConfig,
+    #[serde(default)]
+    pub plaintext: PlaintextConfig,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    #[serde(default)]
+    pub ca_files: Vec<PathBuf>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaintextConfig {
+    #[serde(default)]
+    pub api_key_headers: Vec<String>,
+    #[serde(default)]
+    pub auth_hosts: Vec<String>,
+    #[serde(default)]
+    pub auth_paths: Vec<String>,
+    pub fingerprint_key: Option<String>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --config {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in --config {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let config: Config = toml::from_str(text)?;
+        if let Some(key) = &config.plaintext.fingerprint_key {
+            config_key(key)?;
+        }
+        Ok(config)
+    }
+
+    /// The fingerprint key, if the config sets one.
+    pub fn fingerprint_key(&self) -> anyhow::Result<Option<[u8; 32]>> {
+        self.plaintext
+            .fingerprint_key
+            .as_deref()
+            .map(config_key)
+            .transpose()
+    }
+}
+
+fn config_key(hex: &str) -> anyhow::Result<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        anyhow::bail!("plaintext.fingerprint_key must be 64 hex digits (32 bytes)");
+    }
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)?;
+    }
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let c = Config::parse(
+            r#"
+[tls]
+ca_files = ["/etc/ssl/internal-ca.pem"]
+[plaintext]
+api_key_headers = ["X-Internal-Token"]
+auth_hosts = ['^auth\.internal$']
+fingerprint_key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.tls.ca_files,
+            vec![PathBuf::from("/etc/ssl/internal-ca.pem")]
+        );
+        assert_eq!(c.plaintext.api_key_headers, vec!["X-Internal-Token"]);
+        assert_eq!(c.fingerprint_key().unwrap().unwrap()[31], 0x1f);
+        assert!(Config::parse("").unwrap().tls.ca_files.is_empty());
+    }
+
+    #[test]
+    fn rejects_typos_and_bad_keys_clearly() {
+        let err = Config::parse("[tls]\nca_file = []\n").unwrap_err();
+        assert!(format!("{err:#}").contains("ca_file"), "{err:#}");
+        let err = Config::parse("[plaintext]\nfingerprint_key = \"abc\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("64 hex digits"), "{err:#}");
+    }
+}

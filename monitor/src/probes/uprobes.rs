@@ -1,0 +1,749 @@
+//! Finding the TLS libraries targeted processes use and attaching the OpenSSL uprobes to them.
+//!
+//! Candidates come from three places: the libraries a process has mapped (`/proc/PID/maps`),
+//! the executable itself when it exports the OpenSSL API (Node links OpenSSL statically and
+//! exports it), and the standard library directories of the process's root filesystem, so a
+//! library a script loads later (Python imports `_ssl` lazily) is probed before it is mapped.
+//! Files are opened through `/proc/PID/root` (container files work) and attached once per
+//! (device, inode); the attach cookie carries the library's index so events say where they
+//! came from. Symbols are resolved with the `object` crate from the dynamic symbol table.
+use std::{
+    collections::{HashMap, HashSet},
+    fs,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context as _;
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData},
+    programs::{
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeScope},
+        UProbe,
+    },
+    Ebpf,
+};
+use monitor_common::{TextRange, COOKIE_HOOK_BITS};
+use object::{Object as _, ObjectSection as _, ObjectSegment as _, ObjectSymbol as _};
+
+use crate::output::{Status, StatusKind};
+
+/// What a library provides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LibraryKind {
+    /// Shared `libssl`.
+    Libssl,
+    /// Shared `libcrypto` (certificate parsing and verification).
+    Libcrypto,
+    /// An executable or library exporting both (Node's `node`, `libnode.so`).
+    Embedded,
+    /// The C library (`setenv`).
+    Libc,
+}
+
+impl LibraryKind {
+    fn provides(self, provider: Provider) -> bool {
+        matches!(
+            (self, provider),
+            (LibraryKind::Libssl, Provider::Ssl)
+                | (LibraryKind::Libcrypto, Provider::Crypto)
+                | (LibraryKind::Embedded, Provider::Ssl | Provider::Crypto)
+                | (LibraryKind::Libc, Provider::Libc)
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Provider {
+    Ssl,
+    Crypto,
+    Libc,
+}
+
+/// One uprobe program and the function it hooks.
+struct Hook {
+    program: &'static str,
+    symbol: &'static str,
+    provider: Provider,
+}
+
+const fn hook(program: &'static str, symbol: &'static str, provider: Provider) -> Hook {
+    Hook {
+        program,
+        symbol,
+        provider,
+    }
+}
+
+/// Every hook, by program name (entry and return programs are separate programs).
+const HOOKS: &[Hook] = &[
+    hook("ssl_new", "SSL_new", Provider::Ssl),
+    hook("ssl_new_ret", "SSL_new", Provider::Ssl),
+    hook("ssl_free", "SSL_free", Provider::Ssl),
+    hook("ssl_ctx_set_verify", "SSL_CTX_set_verify", Provider::Ssl),
+    hook("ssl_set_verify", "SSL_set_verify", Provider::Ssl),
+    hook("ssl_ctrl", "SSL_ctrl", Provider::Ssl),
+    hook("ssl_set_fd", "SSL_set_fd", Provider::Ssl),
+    hook("ssl_set1_host", "SSL_set1_host", Provider::Ssl),
+    hook("ssl_set1_host", "SSL_add1_host", Provider::Ssl),
+    hook("ssl_get0_param", "SSL_get0_param", Provider::Ssl),
+    hook("ssl_get0_param_ret", "SSL_get0_param", Provider::Ssl),
+    hook("ssl_ctx_get0_param", "SSL_CTX_get0_param", Provider::Ssl),
+    hook(
+        "ssl_ctx_get0_param_ret",
+        "SSL_CTX_get0_param",
+        Provider::Ssl,
+    ),
+    hook(
+        "ssl_set_connect_state",
+        "SSL_set_connect_state",
+        Provider::Ssl,
+    ),
+    hook(
+        "ssl_set_accept_state",
+        "SSL_set_accept_state",
+        Provider::Ssl,
+    ),
+    hook("ssl_handshake", "SSL_do_handshake", Provider::Ssl),
+    hook("ssl_handshake_ret", "SSL_do_handshake", Provider::Ssl),
+    hook("ssl_handshake", "SSL_connect", Provider::Ssl),
+    hook("ssl_handshake_ret", "SSL_connect", Provider::Ssl),
+    hook(
+        "ssl_get_verify_result",
+        "SSL_get_verify_result",
+        Provider::Ssl,
+    ),
+    hook(
+        "ssl_get_verify_result_ret",
+        "SSL_get_verify_result",
+        Provider::Ssl,
+    ),
+    hook("ssl_read", "SSL_read", Provider::Ssl),
+    hook("ssl_read_ret", "SSL_read", Provider::Ssl),
+    hook("ssl_read", "SSL_read_ex", Provider::Ssl),
+    hook("ssl_read_ret", "SSL_read_ex", Provider::Ssl),
+    hook("ssl_write", "SSL_write", Provider::Ssl),
+    hook("ssl_write", "SSL_write_ex", Provider::Ssl),
+    hook(
+        "param_set1_host",
+        "X509_VERIFY_PARAM_set1_host",
+        Provider::Crypto,
+    ),
+    hook(
+        "param_set1_host",
+        "X509_VERIFY_PARAM_add1_host",
+        Provider::Crypto,
+    ),
+    hook(
+        "param_set1_ip",
+        "X509_VERIFY_PARAM_set1_ip",
+        Provider::Crypto,
+    ),
+    hook(
+        "param_set1_ip_asc",
+        "X509_VERIFY_PARAM_set1_ip_asc",
+        Provider::Crypto,
+    ),
+    hook("x509_verify_cert_ret", "X509_verify_cert", Provider::Crypto),
+    hook(
+        "x509_store_ctx_get_error_ret",
+        "X509_STORE_CTX_get_error",
+        Provider::Crypto,
+    ),
+    hook("d2i_x509", "d2i_X509", Provider::Crypto),
+    hook("libc_setenv", "setenv", Provider::Libc),
+];
+
+/// The programs to load once, before any attach.
+pub fn programs() -> Vec<&'static str> {
+    let mut names: Vec<&str> = HOOKS.iter().map(|h| h.program).collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// Hooks that start handshakes: their library's code range tells server-certificate decoding
+/// apart from trust-store loading (see `monitor-ebpf/src/probes/openssl.rs`).
+const HANDSHAKE_ENTRY_PROGRAMS: [&str; 3] = ["ssl_handshake", "ssl_read", "ssl_write"];
+
+/// Symbols that mark an ELF file as carrying the OpenSSL API itself.
+const EMBEDDED_MARKERS: [&str; 2] = ["SSL_read", "SSL_CTX_set_verify"];
+
+/// A library we attached to (index = attach cookie).
+#[derive(Clone, Debug)]
+pub struct Library {
+    /// The path as the process sees it (inside its container).
+    pub path: String,
+    pub kind: LibraryKind,
+}
+
+/// Classify a file by name; `None` for files that can only be told by their symbols.
+pub fn kind_by_name(path: &str) -> Option<LibraryKind> {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    if name.starts_with("libssl.so") {
+        Some(LibraryKind::Libssl)
+    } else if name.starts_with("libcrypto.so") {
+        Some(LibraryKind::Libcrypto)
+    } else if name.starts_with("libc.so")
+        || name.starts_with("ld-musl-")
+        || name.starts_with("libc.musl")
+    {
+        Some(LibraryKind::Libc)
+    } else {
+        None
+    }
+}
+
+/// `libssl.so.3`, `libcrypto.so.1.1`, `libc.so.6`: the files a dynamic loader really maps (the
+/// unversioned `libc.so` is a linker script, `libssl.so` a symlink for the compiler).
+fn is_versioned_library(name: &str) -> bool {
+    ["libssl.so.", "libcrypto.so.", "libc.so."]
+        .iter()
+        .any(|prefix| {
+            name.strip_prefix(prefix)
+                .is_some_and(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.'))
+        })
+}
+
+/// Executable file-backed mappings of `/proc/PID/maps`, by path (deleted files excluded).
+pub fn exec_mappings(maps: &str) -> Vec<String> {
+    let mut paths: Vec<String> = maps
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let perms = fields.nth(1)?;
+            let path = fields.nth(3)?;
+            (perms.contains('x') && path.starts_with('/') && !line.ends_with("(deleted)"))
+                .then(|| path.to_string())
+        })
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+/// File ranges of the executable segments of an ELF file.
+pub fn exec_segments(data: &[u8]) -> Vec<(u64, u64)> {
+    let Ok(file) = object::File::parse(data) else {
+        return Vec::new();
+    };
+    file.segments()
+        .filter(|seg| matches!(seg.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & object::elf::PF_X != 0))
+        .map(|seg| {
+            let (start, len) = seg.file_range();
+            (start, start + len)
+        })
+        .collect()
+}
+
+/// Bytes before and after `offset` inside its executable segment.
+pub fn text_range(segments: &[(u64, u64)], offset: u64) -> Option<TextRange> {
+    segments
+        .iter()
+        .find(|(start, end)| (*start..*end).contains(&offset))
+        .map(|(start, end)| TextRange {
+            lo: offset - start,
+            hi: end - offset,
+        })
+}
+
+/// File offsets of the dynamic symbols we hook (versioned names count as their base name).
+pub fn resolve_symbols(data: &[u8]) -> anyhow::Result<HashMap<String, u64>> {
+    let file = object::File::parse(data).context("not an ELF file object can read")?;
+    let wanted: HashSet<&str> = HOOKS.iter().map(|h| h.symbol).collect();
+    let mut found = HashMap::new();
+    for symbol in file.dynamic_symbols() {
+        if !symbol.is_definition() {
+            continue;
+        }
+        let Ok(name) = symbol.name() else { continue };
+        let name = name.split('@').next().unwrap_or(name);
+        if !wanted.contains(name) || found.contains_key(name) {
+            continue;
+        }
+        let Some(index) = symbol.section_index() else {
+            continue;
+        };
+        let Ok(section) = file.section_by_index(index) else {
+            continue;
+        };
+        let Some((section_offset, _)) = section.file_range() else {
+            continue;
+        };
+        let location = UProbeAttachLocation::from_virtual_address(
+            symbol.address(),
+            section.address(),
+            section_offset,
+        );
+        if let Ok(UProbeAttachLocation::AbsoluteOffset(offset)) = location {
+            found.insert(name.to_string(), offset);
+        }
+    }
+    Ok(found)
+}
+
+/// Where a process keeps its shared libraries (probed before they are mapped).
+fn library_dirs() -> Vec<String> {
+    let triple = format!("{}-linux-gnu", std::env::consts::ARCH);
+    vec![
+        format!("/lib/{triple}"),
+        format!("/usr/lib/{triple}"),
+        "/lib64".into(),
+        "/usr/lib64".into(),
+        "/lib".into(),
+        "/usr/lib".into(),
+        "/usr/local/lib".into(),
+        "/usr/local/lib64".into(),
+    ]
+}
+
+/// What looking at a process's libraries found.
+#[derive(Debug, Default)]
+pub struct Discovery {
+    pub statuses: Vec<Status>,
+    /// The process uses libcurl, which checks certificate host names in its own code.
+    pub app_checks_names: bool,
+}
+
+pub struct TlsProbes {
+    libraries: Vec<Library>,
+    by_inode: HashMap<(u64, u64), usize>,
+    /// Files that could not be attached (not retried: the reason was reported once).
+    refused: HashSet<(u64, u64)>,
+    /// Roots already searched for libraries, by the root directory's (device, inode).
+    roots_seen: HashSet<(u64, u64)>,
+    hook_text: Option<BpfHashMap<MapData, u64, TextRange>>,
+    /// Owned here rather than by the programs, so shutdown can detach them in parallel.
+    links: Vec<UProbeLink>,
+    enabled: bool,
+}
+
+impl TlsProbes {
+    /// Load the uprobe programs. With `enabled == false` (no uprobe support) everything else
+    /// is a no-op, reported once by the caller.
+    pub fn load(ebpf: &mut Ebpf, enabled: bool) -> anyhow::Result<Self> {
+        if enabled {
+            for name in programs() {
+                let program: &mut UProbe = ebpf
+                    .program_mut(name)
+                    .with_context(|| format!("program {name} missing from the eBPF object"))?
+                    .try_into()?;
+                program
+                    .load()
+                    .with_context(|| format!("loading uprobe program {name}"))?;
+            }
+        }
+        let hook_text = if enabled {
+            let map = ebpf
+                .take_map("HOOK_TEXT")
+                .context("HOOK_TEXT map missing")?;
+            Some(map.try_into()?)
+        } else {
+            None
+        };
+        Ok(Self {
+            libraries: Vec::new(),
+            by_inode: HashMap::new(),
+            refused: HashSet::new(),
+            roots_seen: HashSet::new(),
+            hook_text,
+            links: Vec::new(),
+            enabled,
+        })
+    }
+
+    /// How many uprobes are attached (each costs the kernel a grace period to detach).
+    pub fn attached(&self) -> usize {
+        self.links.len()
+    }
+
+    /// Attach to the host's own TLS libraries and OpenSSL-embedding runtimes up front, so even
+    /// a process that starts, connects and exits within milliseconds is covered: a uprobe on a
+    /// file applies to every process that maps it later.
+    pub fn attach_host(&mut self, ebpf: &mut Ebpf) -> Vec<Status> {
+        let mut statuses = Vec::new();
+        if !self.enabled {
+            return statuses;
+        }
+        let root = PathBuf::from("/");
+        let mut candidates = self.root_libraries(&root);
+        let path_dirs = std::env::var("PATH").unwrap_or_default();
+        let mut dirs: Vec<&str> = path_dirs
+            .split(':')
+            .filter(|d| d.starts_with('/'))
+            .collect();
+        dirs.extend(["/usr/bin", "/usr/local/bin", "/bin"]);
+        for dir in dirs {
+            for name in ["node", "nodejs"] {
+                let path = format!("{}/{name}", dir.trim_end_matches('/'));
+                if Path::new(&path).exists() {
+                    candidates.push((path, None));
+                }
+            }
+        }
+        for (path, kind) in candidates {
+            if let Some(status) = self.consider(ebpf, &root, None, &path, kind) {
+                statuses.push(status);
+            }
+        }
+        statuses
+    }
+
+    /// TLS libraries and the C library in a root filesystem's standard directories (once per
+    /// root).
+    fn root_libraries(&mut self, root: &Path) -> Vec<(String, Option<LibraryKind>)> {
+        let mut found = Vec::new();
+        let Ok(meta) = fs::metadata(root) else {
+            return found;
+        };
+        if !self.roots_seen.insert((meta.dev(), meta.ino())) {
+            return found;
+        }
+        for dir in library_dirs() {
+            let Ok(entries) = fs::read_dir(root.join(dir.trim_start_matches('/'))) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if is_versioned_library(&name) {
+                    found.push((format!("{dir}/{name}"), kind_by_name(&name)));
+                }
+            }
+        }
+        found
+    }
+
+    pub fn library(&self, index: u32) -> Option<&Library> {
+        self.libraries.get(index as usize)
+    }
+
+    /// Attach to everything TLS-related that process `pid` has mapped or may map. Returns
+    /// status lines for what was attached or refused (nothing when all was known already).
+    pub fn discover(&mut self, ebpf: &mut Ebpf, pid: u32) -> Discovery {
+        let mut found = Discovery::default();
+        let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+        let mappings = exec_mappings(&maps);
+        found.app_checks_names = mappings.iter().any(|p| {
+            p.rsplit('/')
+                .next()
+                .is_some_and(|n| n.starts_with("libcurl"))
+        });
+        if !self.enabled {
+            return found;
+        }
+        let statuses = &mut found.statuses;
+        let root = PathBuf::from(format!("/proc/{pid}/root"));
+        let mut candidates: Vec<(String, Option<LibraryKind>)> = Vec::new();
+        {
+            for path in mappings {
+                let kind = kind_by_name(&path);
+                let name = path.rsplit('/').next().unwrap_or_default();
+                // Only files that may embed OpenSSL are worth reading symbols from.
+                if kind.is_some()
+                    || name.contains("node")
+                    || name.contains("ssl")
+                    || name.contains("crypto")
+                {
+                    candidates.push((path, kind));
+                }
+            }
+        }
+        if let Ok(exe) = fs::read_link(format!("/proc/{pid}/exe")) {
+            let exe = exe
+                .to_string_lossy()
+                .trim_end_matches(" (deleted)")
+                .to_string();
+            candidates.push((exe, None));
+        }
+        candidates.extend(self.root_libraries(&root));
+        for (path, kind) in candidates {
+            if let Some(status) = self.consider(ebpf, &root, Some(pid), &path, kind) {
+                statuses.push(status);
+            }
+        }
+        found
+    }
+
+    fn consider(
+        &mut self,
+        ebpf: &mut Ebpf,
+        root: &Path,
+        pid: Option<u32>,
+        path: &str,
+        kind: Option<LibraryKind>,
+    ) -> Option<Status> {
+        let who = match pid {
+            Some(pid) => format!("pid {pid}"),
+            None => "host".to_string(),
+        };
+        let host_path = root.join(path.trim_start_matches('/'));
+        let component = Some(format!("uprobe:{path}"));
+        // Open once and attach through /proc/self/fd: the file stays the one we resolved even
+        // if the process (and its /proc/PID/root) goes away or the path is replaced meanwhile.
+        let file = match fs::File::open(&host_path) {
+            Ok(file) => file,
+            Err(err) => {
+                // Only libraries we know to be TLS libraries are worth a word when they vanish.
+                return kind.filter(|k| *k != LibraryKind::Libc).map(|_| {
+                    Status::new(
+                        StatusKind::Skipped,
+                        component,
+                        format!("{who}: the library vanished before it could be probed ({err})"),
+                    )
+                });
+            }
+        };
+        let meta = file.metadata().ok()?;
+        if !meta.is_file() {
+            return None;
+        }
+        let inode = (meta.dev(), meta.ino());
+        if self.by_inode.contains_key(&inode) || self.refused.contains(&inode) {
+            return None;
+        }
+        // SAFETY: read-only private mapping of a regular file we just opened; it is dropped
+        // before this function returns.
+        let data = match unsafe { memmap2::Mmap::map(&file) } {
+            Ok(data) => data,
+            Err(err) => {
+                self.refused.insert(inode);
+                return Some(Status::new(
+                    StatusKind::Skipped,
+                    component,
+                    format!("{who}: unreadable ({err})"),
+                ));
+            }
+        };
+        let symbols = match resolve_symbols(&data) {
+            Ok(symbols) => symbols,
+            Err(err) => {
+                self.refused.insert(inode);
+                return kind.filter(|k| *k != LibraryKind::Libc).map(|_| {
+                    Status::new(
+                        StatusKind::Skipped,
+                        component.clone(),
+                        format!("{who}: {err:#}"),
+                    )
+                });
+            }
+        };
+        let segments = exec_segments(&data);
+        drop(data);
+        let kind = match kind {
+            Some(kind) => kind,
+            None if EMBEDDED_MARKERS.iter().all(|m| symbols.contains_key(*m)) => {
+                LibraryKind::Embedded
+            }
+            // An ordinary executable: nothing to say.
+            None => {
+                self.refused.insert(inode);
+                return None;
+            }
+        };
+        let index = self.libraries.len() as u64;
+        let fd_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file));
+        let mut attached = 0;
+        let mut missing = Vec::new();
+        let mut errors = Vec::new();
+        for (hook_index, hook) in HOOKS
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| kind.provides(h.provider))
+        {
+            let Some(&offset) = symbols.get(hook.symbol) else {
+                missing.push(hook.symbol);
+                continue;
+            };
+            let cookie = (index << COOKIE_HOOK_BITS) | hook_index as u64;
+            let result = (|| -> anyhow::Result<()> {
+                if HANDSHAKE_ENTRY_PROGRAMS.contains(&hook.program) {
+                    if let (Some(map), Some(range)) =
+                        (self.hook_text.as_mut(), text_range(&segments, offset))
+                    {
+                        map.insert(cookie, range, 0)?;
+                    }
+                }
+                let program: &mut UProbe = ebpf
+                    .program_mut(hook.program)
+                    .with_context(|| format!("program {} missing", hook.program))?
+                    .try_into()?;
+                let point = UProbeAttachPoint {
+                    location: UProbeAttachLocation::AbsoluteOffset(offset),
+                    cookie: Some(cookie),
+                };
+                let id = program.attach(point, &fd_path, UProbeScope::AllProcesses)?;
+                self.links.push(program.take_link(id)?);
+                Ok(())
+            })();
+            match result {
+                Ok(()) => attached += 1,
+                Err(err) => errors.push(format!("{}: {err:#}", hook.symbol)),
+            }
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        if attached == 0 {
+            self.refused.insert(inode);
+            let why = if !errors.is_empty() {
+                errors.join("; ")
+            } else {
+                "none of the OpenSSL functions is exported (stripped or not an OpenSSL build)"
+                    .into()
+            };
+            return Some(Status::new(
+                StatusKind::Skipped,
+                component,
+                format!("{who}: {why}"),
+            ));
+        }
+        self.by_inode.insert(inode, index as usize);
+        self.libraries.push(Library {
+            path: path.to_string(),
+            kind,
+        });
+        let mut message = format!("{kind:?} for {who}: {attached} hooks");
+        if !missing.is_empty() && kind != LibraryKind::Libc {
+            message.push_str(&format!(" (not exported: {})", missing.join(", ")));
+        }
+        if !errors.is_empty() {
+            message.push_str(&format!(" (failed: {})", errors.join("; ")));
+        }
+        Some(Status::new(StatusKind::Attached, component, message))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_lines_to_executable_files() {
+        let maps = "\
+55d0c0a00000-55d0c0a2e000 r--p 00000000 fd:01 1234 /usr/bin/python3.11
+55d0c0a2e000-55d0c0c00000 r-xp 0002e000 fd:01 1234 /usr/bin/python3.11
+7f1e2a000000-7f1e2a100000 r-xp 00022000 fd:01 99 /usr/lib/x86_64-linux-gnu/libssl.so.3
+7f1e2b000000-7f1e2b100000 r-xp 00022000 fd:01 98 /tmp/gone/libssl.so.3 (deleted)
+7f1e2c000000-7f1e2c021000 rw-p 00000000 00:00 0 
+7ffd1e000000-7ffd1e021000 r-xp 00000000 00:00 0 [vdso]
+";
+        assert_eq!(
+            exec_mappings(maps),
+            vec![
+                "/usr/bin/python3.11",
+                "/usr/lib/x86_64-linux-gnu/libssl.so.3"
+            ]
+        );
+    }
+
+    #[test]
+    fn only_versioned_libraries_are_candidates() {
+        assert!(is_versioned_library("libssl.so.3"));
+        assert!(is_versioned_library("libcrypto.so.1.1"));
+        assert!(is_versioned_library("libc.so.6"));
+        assert!(!is_versioned_library("libc.so"));
+        assert!(!is_versioned_library("libssl.so"));
+        assert!(!is_versioned_library("libssl.so.3.bak"));
+        assert!(!is_versioned_library("libcurl.so.4"));
+    }
+
+    #[test]
+    fn library_kinds_by_name() {
+        assert_eq!(
+            kind_by_name("/usr/lib/x86_64-linux-gnu/libssl.so.3"),
+            Some(LibraryKind::Libssl)
+        );
+        assert_eq!(
+            kind_by_name("libcrypto.so.1.1"),
+            Some(LibraryKind::Libcrypto)
+        );
+        assert_eq!(
+            kind_by_name("/lib/x86_64-linux-gnu/libc.so.6"),
+            Some(LibraryKind::Libc)
+        );
+        assert_eq!(
+            kind_by_name("/lib/ld-musl-x86_64.so.1"),
+            Some(LibraryKind::Libc)
+        );
+        assert_eq!(kind_by_name("/usr/bin/node"), None);
+        assert_eq!(kind_by_name("libsslx.a"), None);
+    }
+
+    #[test]
+    fn resolves_this_machines_libssl_and_node() {
+        let libssl = fs::read(format!(
+            "/usr/lib/{}-linux-gnu/libssl.so.3",
+            std::env::consts::ARCH
+        ))
+        .expect("libssl.so.3 is on this machine");
+        let symbols = resolve_symbols(&libssl).unwrap();
+        for name in [
+            "SSL_read",
+            "SSL_read_ex",
+            "SSL_write_ex",
+            "SSL_CTX_set_verify",
+            "SSL_new",
+            "SSL_ctrl",
+        ] {
+            assert!(symbols.get(name).is_some_and(|&o| o > 0), "{name} missing");
+        }
+        assert!(
+            !symbols.contains_key("d2i_X509"),
+            "d2i_X509 lives in libcrypto"
+        );
+        let node = fs::read("/usr/bin/node").expect("node is on this machine");
+        let symbols = resolve_symbols(&node).unwrap();
+        assert!(
+            EMBEDDED_MARKERS.iter().all(|m| symbols.contains_key(*m)),
+            "node exports OpenSSL"
+        );
+        assert!(symbols.contains_key("d2i_X509") && symbols.contains_key("X509_verify_cert"));
+    }
+
+    #[test]
+    fn text_ranges_cover_hooked_functions() {
+        let libssl = fs::read(format!(
+            "/usr/lib/{}-linux-gnu/libssl.so.3",
+            std::env::consts::ARCH
+        ))
+        .unwrap();
+        let segments = exec_segments(&libssl);
+        assert!(!segments.is_empty());
+        let offset = resolve_symbols(&libssl).unwrap()["SSL_do_handshake"];
+        let range = text_range(&segments, offset).unwrap();
+        assert!(range.lo > 0 && range.hi > 0);
+        assert!(
+            range.lo + range.hi < 2 << 20,
+            "libssl's code is well under 2 MiB"
+        );
+        assert!(
+            text_range(&segments, 0).is_none(),
+            "the ELF header is not code"
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(resolve_symbols(b"\x7fELF garbage").is_err());
+        assert!(resolve_symbols(&[]).is_err());
+    }
+
+    #[test]
+    fn every_program_hooks_a_symbol_of_its_provider() {
+        for hook in HOOKS {
+            assert!(!hook.symbol.is_empty());
+            let kinds = [
+                LibraryKind::Libssl,
+                LibraryKind::Libcrypto,
+                LibraryKind::Embedded,
+                LibraryKind::Libc,
+            ];
+            assert!(
+                kinds.iter().any(|k| k.provides(hook.provider)),
+                "{}",
+                hook.program
+            );
+        }
+        assert!(programs().len() >= 20);
+    }
+}
