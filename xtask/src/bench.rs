@@ -9,6 +9,10 @@
 //! - `targeted-max`: the generator is the target (`--pid`): every connect becomes an event;
 //!   events delivered, kernel drops, monitor CPU;
 //! - `targeted-100k`: the generator paced at 100,000 connects per second (the budget: no drops).
+//!
+//! TLS path: a Node HTTPS client looping keep-alive requests against nginx in the upstream
+//! namespace, without the monitor and with the monitor targeting it: the per-request cost of
+//! the OpenSSL uprobes once the session's verdict is known.
 use std::{
     io::{BufRead, BufReader, Write},
     net::UdpSocket,
@@ -19,7 +23,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
-use egress_monitor_tests::Upstream;
+use egress_monitor_tests::{pki::Pki, Upstream};
 use serde_json::{json, Value};
 
 /// The load generator (`cargo xtask bench-load`): waits for a line on stdin, then does `count`
@@ -210,6 +214,7 @@ pub fn run(root: &Path, bin: &Path, xtask: &Path) -> anyhow::Result<()> {
             ));
         }
     }
+    let tls = tls_keepalive(root, bin, &upstream, &mut table)?;
     drop(upstream);
 
     println!(
@@ -224,11 +229,114 @@ pub fn run(root: &Path, bin: &Path, xtask: &Path) -> anyhow::Result<()> {
     let file = dir.join("results.json");
     std::fs::write(
         &file,
-        serde_json::to_string_pretty(&json!({"connect": results}))?,
+        serde_json::to_string_pretty(&json!({"connect": results, "tls": tls}))?,
     )?;
     println!("written to {}", file.display());
     if table.iter().any(|l| l.contains("BUDGET MISSED")) {
         bail!("the 100k connects/s budget was missed");
     }
     Ok(())
+}
+
+/// nginx with a test certificate in the upstream namespace, for HTTPS load.
+struct Nginx {
+    child: Child,
+    _pki: Pki,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nginx(upstream: &Upstream, port: u16) -> anyhow::Result<Nginx> {
+    let pki = Pki::create();
+    let pair = pki.server();
+    let conf = pki.dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{ access_log off; keepalive_requests 1000000; \
+             client_body_temp_path {dir}; proxy_temp_path {dir}; fastcgi_temp_path {dir}; \
+             uwsgi_temp_path {dir}; scgi_temp_path {dir};\n\
+             server {{ listen {ip}:{port} ssl; ssl_certificate {cert}; ssl_certificate_key {key};\n\
+             location / {{ return 200 \"ok\\n\"; }} }} }}\n",
+            dir = pki.dir.display(),
+            ip = upstream.v4,
+            cert = pair.cert.display(),
+            key = pair.key.display(),
+        ),
+    )?;
+    let child = upstream
+        .command("nginx")
+        .args(["-c", conf.to_str().unwrap(), "-g", "daemon off;"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting nginx (Debian package nginx)")?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect((upstream.v4, port)).is_err() {
+        if std::time::Instant::now() > deadline {
+            bail!("nginx did not start listening on {}:{port}", upstream.v4);
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    Ok(Nginx { child, _pki: pki })
+}
+
+/// Node HTTPS keep-alive requests with and without the monitor targeting the client.
+fn tls_keepalive(
+    root: &Path,
+    bin: &Path,
+    upstream: &Upstream,
+    table: &mut Vec<String>,
+) -> anyhow::Result<Value> {
+    const PORT: u16 = 9443;
+    const REQUESTS: u64 = 20_000;
+    let server = nginx(upstream, PORT)?;
+    let script = root.join("tests/clients/node/https-keepalive-loop.mjs");
+    let ca = server._pki.ca();
+    let spawn = || -> anyhow::Result<Child> {
+        Command::new("node")
+            .arg(&script)
+            .args([upstream.v4, &PORT.to_string(), "api.test"])
+            .arg(&ca)
+            .arg(REQUESTS.to_string())
+            .current_dir(root.join("tests/clients/node"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting the Node HTTPS client")
+    };
+    let go = |mut child: Child| -> anyhow::Result<f64> {
+        writeln!(child.stdin.take().unwrap(), "go")?;
+        let out = child.wait_with_output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let secs: f64 = text
+            .split_whitespace()
+            .nth(1)
+            .context("the Node client printed no timing")?
+            .parse()?;
+        Ok(secs * 1e6 / REQUESTS as f64)
+    };
+    let mut rows = Vec::new();
+    for round in 0..2 {
+        let without = go(spawn()?)?;
+        let client = spawn()?;
+        let monitor = Monitor::start(bin, &["--pid".into(), client.id().to_string()], None)?;
+        let with = go(client)?;
+        monitor.stop()?;
+        table.push(format!(
+            "tls-keepalive   run {}: {without:>7.1} us/request without the monitor, {with:>7.1} with it (+{:.1} us, node https, {REQUESTS} requests)",
+            round + 1,
+            with - without
+        ));
+        rows.push(json!({"us_per_request_without": without, "us_per_request_with": with, "requests": REQUESTS}));
+    }
+    drop(server);
+    Ok(Value::Array(rows))
 }

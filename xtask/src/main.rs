@@ -57,7 +57,14 @@ enum Task {
 }
 
 /// Debian packages the end-to-end tests use (real clients and servers).
-const DEBIAN_PACKAGES: &[&str] = &["ca-certificates", "curl", "iproute2", "openssl"];
+const DEBIAN_PACKAGES: &[&str] = &[
+    "ca-certificates",
+    "curl",
+    "iproute2",
+    "nginx",
+    "openssl",
+    "wrk",
+];
 
 /// Commands the tests need and the Debian package that provides each when it is missing
 /// (Node may come from NodeSource instead, whose `nodejs` bundles npm and conflicts with

@@ -65,6 +65,20 @@ const TRACEPOINTS: &[TracepointSpec] = &[
         purpose: "connect results",
     },
     TracepointSpec {
+        program: "sys_enter_mmap",
+        category: "syscalls",
+        name: "sys_enter_mmap",
+        required: false,
+        purpose: "finding TLS libraries loaded at run time",
+    },
+    TracepointSpec {
+        program: "sys_exit_mmap",
+        category: "syscalls",
+        name: "sys_exit_mmap",
+        required: false,
+        purpose: "finding TLS libraries loaded at run time",
+    },
+    TracepointSpec {
         program: "sched_process_exec",
         category: "sched",
         name: "sched_process_exec",

@@ -206,21 +206,43 @@ fn is_versioned_library(name: &str) -> bool {
         })
 }
 
-/// Executable file-backed mappings of `/proc/PID/maps`, by path (deleted files excluded).
-pub fn exec_mappings(maps: &str) -> Vec<String> {
-    let mut paths: Vec<String> = maps
+/// An executable file-backed mapping of `/proc/PID/maps`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// `start-end`, the name of the mapping in `/proc/PID/map_files`.
+    pub range: String,
+    pub path: String,
+    /// The file was deleted (or replaced) after it was mapped.
+    pub deleted: bool,
+}
+
+/// Executable file-backed mappings of `/proc/PID/maps`, one per file.
+pub fn exec_mappings(maps: &str) -> Vec<Mapping> {
+    let mut found: Vec<Mapping> = maps
         .lines()
         .filter_map(|line| {
             let mut fields = line.split_whitespace();
-            let perms = fields.nth(1)?;
+            let range = fields.next()?;
+            let perms = fields.next()?;
             let path = fields.nth(3)?;
-            (perms.contains('x') && path.starts_with('/') && !line.ends_with("(deleted)"))
-                .then(|| path.to_string())
+            let deleted = line.ends_with(" (deleted)");
+            (perms.contains('x') && path.starts_with('/')).then(|| Mapping {
+                range: range.to_string(),
+                path: path.to_string(),
+                deleted,
+            })
         })
         .collect();
-    paths.sort();
-    paths.dedup();
-    paths
+    found.sort_by(|a, b| a.path.cmp(&b.path));
+    found.dedup_by(|a, b| a.path == b.path);
+    found
+}
+
+/// A file that may hold OpenSSL: the path the process knows it by, and where we open it.
+struct Candidate {
+    path: String,
+    open: PathBuf,
+    kind: Option<LibraryKind>,
 }
 
 /// File ranges of the executable segments of an ELF file.
@@ -378,12 +400,16 @@ impl TlsProbes {
             for name in ["node", "nodejs"] {
                 let path = format!("{}/{name}", dir.trim_end_matches('/'));
                 if Path::new(&path).exists() {
-                    candidates.push((path, None));
+                    candidates.push(Candidate {
+                        open: PathBuf::from(&path),
+                        path,
+                        kind: None,
+                    });
                 }
             }
         }
-        for (path, kind) in candidates {
-            if let Some(status) = self.consider(ebpf, &root, None, &path, kind) {
+        for candidate in candidates {
+            if let Some(status) = self.consider(ebpf, None, candidate) {
                 statuses.push(status);
             }
         }
@@ -392,7 +418,7 @@ impl TlsProbes {
 
     /// TLS libraries and the C library in a root filesystem's standard directories (once per
     /// root).
-    fn root_libraries(&mut self, root: &Path) -> Vec<(String, Option<LibraryKind>)> {
+    fn root_libraries(&mut self, root: &Path) -> Vec<Candidate> {
         let mut found = Vec::new();
         let Ok(meta) = fs::metadata(root) else {
             return found;
@@ -407,7 +433,11 @@ impl TlsProbes {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if is_versioned_library(&name) {
-                    found.push((format!("{dir}/{name}"), kind_by_name(&name)));
+                    found.push(Candidate {
+                        path: format!("{dir}/{name}"),
+                        open: entry.path(),
+                        kind: kind_by_name(&name),
+                    });
                 }
             }
         }
@@ -424,42 +454,52 @@ impl TlsProbes {
         let mut found = Discovery::default();
         let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
         let mappings = exec_mappings(&maps);
-        found.app_checks_names = mappings.iter().any(|p| {
-            p.rsplit('/')
+        found.app_checks_names = mappings.iter().any(|m| {
+            m.path
+                .rsplit('/')
                 .next()
                 .is_some_and(|n| n.starts_with("libcurl"))
         });
         if !self.enabled {
             return found;
         }
-        let statuses = &mut found.statuses;
         let root = PathBuf::from(format!("/proc/{pid}/root"));
-        let mut candidates: Vec<(String, Option<LibraryKind>)> = Vec::new();
-        {
-            for path in mappings {
-                let kind = kind_by_name(&path);
-                let name = path.rsplit('/').next().unwrap_or_default();
-                // Only files that may embed OpenSSL are worth reading symbols from.
-                if kind.is_some()
-                    || name.contains("node")
-                    || name.contains("ssl")
-                    || name.contains("crypto")
-                {
-                    candidates.push((path, kind));
-                }
+        let mut candidates: Vec<Candidate> = Vec::new();
+        for mapping in mappings {
+            let kind = kind_by_name(&mapping.path);
+            let name = mapping.path.rsplit('/').next().unwrap_or_default();
+            // Only files that may embed OpenSSL are worth reading symbols from.
+            if kind.is_none() && !["node", "ssl", "crypto"].iter().any(|n| name.contains(n)) {
+                continue;
             }
+            // A deleted file is still reachable through the mapping itself.
+            let open = if mapping.deleted {
+                PathBuf::from(format!("/proc/{pid}/map_files/{}", mapping.range))
+            } else {
+                root.join(mapping.path.trim_start_matches('/'))
+            };
+            let path = if mapping.deleted {
+                format!("{} (deleted)", mapping.path)
+            } else {
+                mapping.path
+            };
+            candidates.push(Candidate { path, open, kind });
         }
         if let Ok(exe) = fs::read_link(format!("/proc/{pid}/exe")) {
             let exe = exe
                 .to_string_lossy()
                 .trim_end_matches(" (deleted)")
                 .to_string();
-            candidates.push((exe, None));
+            candidates.push(Candidate {
+                open: PathBuf::from(format!("/proc/{pid}/exe")),
+                path: exe,
+                kind: None,
+            });
         }
         candidates.extend(self.root_libraries(&root));
-        for (path, kind) in candidates {
-            if let Some(status) = self.consider(ebpf, &root, Some(pid), &path, kind) {
-                statuses.push(status);
+        for candidate in candidates {
+            if let Some(status) = self.consider(ebpf, Some(pid), candidate) {
+                found.statuses.push(status);
             }
         }
         found
@@ -468,16 +508,19 @@ impl TlsProbes {
     fn consider(
         &mut self,
         ebpf: &mut Ebpf,
-        root: &Path,
         pid: Option<u32>,
-        path: &str,
-        kind: Option<LibraryKind>,
+        candidate: Candidate,
     ) -> Option<Status> {
+        let Candidate {
+            path,
+            open: host_path,
+            kind,
+        } = candidate;
+        let path = path.as_str();
         let who = match pid {
             Some(pid) => format!("pid {pid}"),
             None => "host".to_string(),
         };
-        let host_path = root.join(path.trim_start_matches('/'));
         let component = Some(format!("uprobe:{path}"));
         // Open once and attach through /proc/self/fd: the file stays the one we resolved even
         // if the process (and its /proc/PID/root) goes away or the path is replaced meanwhile.
@@ -627,13 +670,17 @@ mod tests {
 7f1e2c000000-7f1e2c021000 rw-p 00000000 00:00 0 
 7ffd1e000000-7ffd1e021000 r-xp 00000000 00:00 0 [vdso]
 ";
+        let found = exec_mappings(maps);
+        let paths: Vec<(&str, bool)> = found.iter().map(|m| (m.path.as_str(), m.deleted)).collect();
         assert_eq!(
-            exec_mappings(maps),
+            paths,
             vec![
-                "/usr/bin/python3.11",
-                "/usr/lib/x86_64-linux-gnu/libssl.so.3"
+                ("/tmp/gone/libssl.so.3", true),
+                ("/usr/bin/python3.11", false),
+                ("/usr/lib/x86_64-linux-gnu/libssl.so.3", false),
             ]
         );
+        assert_eq!(found[0].range, "7f1e2b000000-7f1e2b100000");
     }
 
     #[test]
