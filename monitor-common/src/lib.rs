@@ -29,6 +29,10 @@ pub enum EventKind {
     MmapExec = 6,
     /// A targeted process set an environment variable that disables TLS verification.
     SetEnv = 7,
+    /// Bytes a targeted process wrote to a TCP socket it connected ([`PayloadEvent`]).
+    Payload = 8,
+    /// A socket whose payload was still being captured was closed.
+    SocketClose = 9,
 }
 
 impl EventKind {
@@ -41,6 +45,8 @@ impl EventKind {
             5 => Self::Cert,
             6 => Self::MmapExec,
             7 => Self::SetEnv,
+            8 => Self::Payload,
+            9 => Self::SocketClose,
             _ => return None,
         })
     }
@@ -140,22 +146,19 @@ pub enum TlsCall {
     SetSni = 5,
     /// `SSL_set_fd(ssl, fd)` [ssl, -, fd].
     SetFd = 6,
-    /// `SSL_set1_host` / `SSL_add1_host(ssl, name)` [ssl, -, -, name].
+    /// `SSL_set1_host(ssl, name)` [ssl, -, -, name].
     SetHost = 7,
-    /// `X509_VERIFY_PARAM_set1_host` / `add1_host(param, name, len)` [param, -, -, name].
+    /// `X509_VERIFY_PARAM_set1_host(param, name, len)` [param, -, -, name].
     ParamSetHost = 8,
-    /// `X509_VERIFY_PARAM_set1_ip(param, ip, len)` [param, -, len, raw ip] or `set1_ip_asc`
-    /// [param, -, -1, text].
+    /// `X509_VERIFY_PARAM_set1_ip(param, ip, len)` [param, -, len, raw ip].
     ParamSetIp = 9,
     /// `SSL_get0_param(ssl)` returned [ssl, param].
     GetParam = 10,
-    /// `SSL_CTX_get0_param(ctx)` returned [ctx, param].
-    CtxGetParam = 11,
-    /// `SSL_set_connect_state(ssl)` or `SSL_connect(ssl)` entry [ssl].
+    /// `SSL_set_connect_state(ssl)` (`SSL_connect` calls it) [ssl].
     ClientRole = 12,
-    /// `SSL_set_accept_state(ssl)` or `SSL_accept(ssl)` entry [ssl].
+    /// `SSL_set_accept_state(ssl)` (`SSL_accept` calls it) [ssl].
     ServerRole = 13,
-    /// `SSL_do_handshake` / `SSL_connect` returned [ssl, -, ret].
+    /// `SSL_do_handshake` returned [ssl, -, ret].
     HandshakeReturn = 14,
     /// `SSL_get_verify_result(ssl)` returned [ssl, -, result].
     VerifyResult = 15,
@@ -172,7 +175,7 @@ pub enum TlsCall {
 impl TlsCall {
     pub fn from_u32(value: u32) -> Option<Self> {
         use TlsCall::*;
-        const ALL: [TlsCall; 19] = [
+        const ALL: [TlsCall; 18] = [
             SslNew,
             SslFree,
             CtxSetVerify,
@@ -183,7 +186,6 @@ impl TlsCall {
             ParamSetHost,
             ParamSetIp,
             GetParam,
-            CtxGetParam,
             ClientRole,
             ServerRole,
             HandshakeReturn,
@@ -294,6 +296,70 @@ pub struct SslKey {
     pub ssl: u64,
 }
 
+/// Largest piece of one write (or one iovec) copied into a [`PayloadEvent`].
+pub const PAYLOAD_MAX: usize = 4096;
+/// Bytes captured per socket at most; then the socket costs one lookup per write.
+pub const SOCKET_CAPTURE_BUDGET: u32 = 16 * 1024;
+
+/// Which syscall wrote a payload.
+pub mod payload_source {
+    pub const WRITE: u32 = 1;
+    pub const SENDTO: u32 = 2;
+    pub const WRITEV: u32 = 3;
+    pub const SENDMSG: u32 = 4;
+}
+
+/// The start of a write on a tracked socket. Sent with only `captured` bytes of `data`
+/// (variable-length record).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PayloadEvent {
+    pub header: EventHeader,
+    pub fd: i32,
+    /// `payload_source::*`.
+    pub source: u32,
+    /// Length of the write (or iovec segment) as the process asked for it.
+    pub len: u32,
+    /// Bytes in `data`.
+    pub captured: u32,
+    pub data: [u8; PAYLOAD_MAX],
+}
+
+/// Fixed part of a [`PayloadEvent`] before `data`.
+pub const PAYLOAD_HEADER_LEN: usize = size_of::<EventHeader>() + 16;
+
+/// A tracked socket that was still being captured got closed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SocketCloseEvent {
+    pub header: EventHeader,
+    pub fd: i32,
+    pub _pad: u32,
+}
+
+/// Key of the `SOCKETS` map: a socket of a process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SockKey {
+    pub tgid: u32,
+    pub fd: u32,
+}
+
+/// Capture state of a connected socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockState {
+    /// `sock_flags::*`.
+    pub flags: u32,
+    /// Bytes sent to userspace so far.
+    pub captured: u32,
+}
+
+pub mod sock_flags {
+    /// Classified (TLS seen, verdict reached, or budget spent): writes are no longer copied.
+    pub const DONE: u32 = 1;
+}
+
 /// Value stored in the `TARGETS` map.
 pub mod target {
     /// Chosen by userspace (pid, comm, cgroup, MCP discovery).
@@ -314,14 +380,17 @@ pub enum Drop {
     TargetsFull = 2,
     /// A per-thread call-argument or per-session map update failed.
     TlsStateFull = 3,
+    /// The tracked-socket map rejected a new socket.
+    SocketsFull = 4,
 }
 
 impl Drop {
-    pub const ALL: [Drop; 4] = [
+    pub const ALL: [Drop; 5] = [
         Drop::RingBufFull,
         Drop::PendingFull,
         Drop::TargetsFull,
         Drop::TlsStateFull,
+        Drop::SocketsFull,
     ];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
@@ -331,6 +400,7 @@ impl Drop {
             Drop::PendingFull => "pending_connect_full",
             Drop::TargetsFull => "target_set_full",
             Drop::TlsStateFull => "tls_state_full",
+            Drop::SocketsFull => "sockets_full",
         }
     }
 }
@@ -371,4 +441,6 @@ mod user {
     unsafe impl aya::Pod for super::SslState {}
     unsafe impl aya::Pod for super::SslKey {}
     unsafe impl aya::Pod for super::TextRange {}
+    unsafe impl aya::Pod for super::SockKey {}
+    unsafe impl aya::Pod for super::SockState {}
 }

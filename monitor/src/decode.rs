@@ -4,8 +4,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use monitor_common::{
     CertEvent, ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, MmapExecEvent,
-    SetEnvEvent, TlsCall, TlsEvent, AF_INET, AF_INET6, CERT_MAX, COMM_LEN, SOCK_DGRAM, SOCK_STREAM,
-    TLS_TEXT_LEN,
+    PayloadEvent, SetEnvEvent, SocketCloseEvent, TlsCall, TlsEvent, AF_INET, AF_INET6, CERT_MAX,
+    COMM_LEN, PAYLOAD_HEADER_LEN, PAYLOAD_MAX, SOCK_DGRAM, SOCK_STREAM, TLS_TEXT_LEN,
 };
 use serde::{Deserialize, Serialize};
 
@@ -157,6 +157,34 @@ pub struct SetEnv {
     pub value: String,
 }
 
+/// The start of a write on a tracked socket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payload {
+    pub tgid: u32,
+    pub tid: u32,
+    pub ktime_ns: u64,
+    pub fd: i32,
+    /// `monitor_common::payload_source::*`.
+    pub source: u32,
+    /// What the process wrote; only `data` of it was captured.
+    pub len: u32,
+    pub data: Vec<u8>,
+}
+
+impl Payload {
+    /// The whole write was captured (nothing missing after `data`).
+    pub fn complete(&self) -> bool {
+        self.data.len() as u64 >= self.len as u64
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketClose {
+    pub tgid: u32,
+    pub ktime_ns: u64,
+    pub fd: i32,
+}
+
 /// One event from the kernel.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -168,6 +196,8 @@ pub enum RawEvent {
     Cert(Cert),
     MmapExec(MmapExec),
     SetEnv(SetEnv),
+    Payload(Payload),
+    SocketClose(SocketClose),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -302,6 +332,42 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
                 ssl,
                 der: bytes[fixed..fixed + copied].to_vec(),
                 truncated: der_len as usize > CERT_MAX,
+            })
+        }
+        EventKind::Payload => {
+            // Variable length: the fixed part, then `captured` bytes.
+            if bytes.len() < PAYLOAD_HEADER_LEN {
+                return Err(DecodeError::Short {
+                    kind: header.kind,
+                    len: bytes.len(),
+                    want: PAYLOAD_HEADER_LEN,
+                });
+            }
+            let u32_at = |offset: usize| {
+                u32::from_ne_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes"))
+            };
+            let fd = u32_at(std::mem::offset_of!(PayloadEvent, fd)) as i32;
+            let source = u32_at(std::mem::offset_of!(PayloadEvent, source));
+            let len = u32_at(std::mem::offset_of!(PayloadEvent, len));
+            let captured =
+                (u32_at(std::mem::offset_of!(PayloadEvent, captured)) as usize).min(PAYLOAD_MAX);
+            let end = (PAYLOAD_HEADER_LEN + captured).min(bytes.len());
+            RawEvent::Payload(Payload {
+                tgid: header.tgid,
+                tid: header.tid,
+                ktime_ns: header.ktime_ns,
+                fd,
+                source,
+                len,
+                data: bytes[PAYLOAD_HEADER_LEN..end].to_vec(),
+            })
+        }
+        EventKind::SocketClose => {
+            let e: SocketCloseEvent = read(bytes, header.kind)?;
+            RawEvent::SocketClose(SocketClose {
+                tgid: e.header.tgid,
+                ktime_ns: e.header.ktime_ns,
+                fd: e.fd,
             })
         }
         EventKind::MmapExec => {
@@ -487,6 +553,45 @@ pub(crate) mod tests {
         );
         e.call = 999;
         assert_eq!(decode(&as_bytes(&e)), Err(DecodeError::UnknownTlsCall(999)));
+    }
+
+    #[test]
+    fn decodes_variable_length_payloads() {
+        let mut e = Box::new(PayloadEvent {
+            header: EventHeader::new(EventKind::Payload, 4, 5, 6),
+            fd: 7,
+            source: monitor_common::payload_source::WRITEV,
+            len: 100,
+            captured: 3,
+            data: [0; PAYLOAD_MAX],
+        });
+        e.data[..3].copy_from_slice(b"GET");
+        assert_eq!(std::mem::offset_of!(PayloadEvent, data), PAYLOAD_HEADER_LEN);
+        let full = as_bytes(&*e);
+        // The kernel sends only the header and the captured bytes.
+        let RawEvent::Payload(p) = decode(&full[..PAYLOAD_HEADER_LEN + 3]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (p.fd, p.len, p.data.as_slice(), p.complete()),
+            (7, 100, &b"GET"[..], false)
+        );
+        e.len = 3;
+        let RawEvent::Payload(p) = decode(&as_bytes(&*e)[..PAYLOAD_HEADER_LEN + 3]).unwrap() else {
+            panic!()
+        };
+        assert!(p.complete());
+        // A lying `captured` cannot read past the record.
+        e.captured = 4000;
+        let RawEvent::Payload(p) = decode(&as_bytes(&*e)[..PAYLOAD_HEADER_LEN + 10]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(p.data.len(), 10);
+        assert!(matches!(
+            decode(&full[..20]),
+            Err(DecodeError::Short { .. })
+        ));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     Ebpf,
 };
-use monitor_common::{ssl_flags, SslKey, SslState};
+use monitor_common::{sock_flags, ssl_flags, SockKey, SockState, SslKey, SslState};
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
@@ -20,7 +20,7 @@ use crate::{
     },
     config::Config,
     decode::{self, RawEvent},
-    detect::x509::TrustStore,
+    detect::{redact::Fingerprinter, x509::TrustStore, DetectConfig},
     output::{Clock, Event, EventDetail, Format, Record, Sink, Status, StatusKind, Totals},
     probes::{self, caps, tracefs, uprobes::TlsProbes, LoadOptions},
     process::{
@@ -43,6 +43,7 @@ pub struct RunArgs {
 
 type Targets = BpfHashMap<MapData, u32, u32>;
 type SslStates = BpfHashMap<MapData, SslKey, SslState>;
+type Sockets = BpfHashMap<MapData, SockKey, SockState>;
 
 /// The environment variables that switch TLS verification off process-wide.
 const BYPASS_VARIABLES: [&str; 1] = ["NODE_TLS_REJECT_UNAUTHORIZED"];
@@ -54,6 +55,7 @@ struct Session {
     analyzer: Analyzer,
     tls_probes: TlsProbes,
     ssl_states: Option<SslStates>,
+    sockets: Option<Sockets>,
     procfs: ProcFs,
     sink: Sink,
     clock: Clock,
@@ -85,6 +87,22 @@ impl Session {
         }
         for action in self.out.actions.drain(..) {
             match action {
+                Action::SettleSocket { tgid, fd } => {
+                    if let Some(sockets) = self.sockets.as_mut() {
+                        let key = SockKey {
+                            tgid,
+                            fd: fd as u32,
+                        };
+                        let state = SockState {
+                            flags: sock_flags::DONE,
+                            captured: 0,
+                        };
+                        // Only update sockets the kernel still tracks (a closed one is gone).
+                        if sockets.get(&key, 0).is_ok() {
+                            let _ = sockets.insert(key, state, 0);
+                        }
+                    }
+                }
                 Action::SettleTls { tgid, ssl } => {
                     if let Some(states) = self.ssl_states.as_mut() {
                         let key = SslKey { tgid, _pad: 0, ssl };
@@ -165,9 +183,23 @@ impl Session {
             RawEvent::Connect(c) => {
                 let process = self.tracker.process(c.tgid, c.comm.as_str());
                 let time = self.clock.at(c.ktime_ns);
-                if let Some(event) = self.analyzer.connect(&c, process, time) {
-                    self.emit(Record::Event(event))?;
-                }
+                self.analyzer.connect(&c, process, time, &mut self.out);
+                self.drain()?;
+            }
+            RawEvent::Payload(p) => {
+                let time = self.clock.at(p.ktime_ns);
+                let tracker = &mut self.tracker;
+                let mut process = |pid: u32| tracker.process(pid, "");
+                self.analyzer.payload(&p, time, &mut process, &mut self.out);
+                self.drain()?;
+            }
+            RawEvent::SocketClose(c) => {
+                let time = self.clock.at(c.ktime_ns);
+                let tracker = &mut self.tracker;
+                let mut process = |pid: u32| tracker.process(pid, "");
+                self.analyzer
+                    .socket_close(c.tgid, c.fd, time, &mut process, &mut self.out);
+                self.drain()?;
             }
             RawEvent::Exec(e) => {
                 if let Some(target) =
@@ -300,6 +332,16 @@ fn trust_store(config: &Config, statuses: &mut Vec<Status>) -> TrustStore {
     store
 }
 
+fn regexes(field: &str, patterns: &[String]) -> anyhow::Result<Vec<regex::Regex>> {
+    patterns
+        .iter()
+        .map(|p| {
+            regex::Regex::new(p)
+                .map_err(|e| anyhow::anyhow!("{field}: {p:?} is not a valid regex: {e}"))
+        })
+        .collect()
+}
+
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -399,6 +441,17 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         .context("DROPS map missing")?
         .try_into()?;
     let ssl_states: Option<SslStates> = ebpf.take_map("SSL_STATE").and_then(|m| m.try_into().ok());
+    let sockets: Option<Sockets> = ebpf.take_map("SOCKETS").and_then(|m| m.try_into().ok());
+    let fingerprints = match config.fingerprint_key()? {
+        Some(key) => Fingerprinter::new(key),
+        None => Fingerprinter::try_random()
+            .map_err(|e| anyhow::anyhow!("no randomness for the fingerprint key: {e}"))?,
+    };
+    let detect = DetectConfig {
+        api_key_headers: config.plaintext.api_key_headers.clone(),
+        auth_hosts: regexes("plaintext.auth_hosts", &config.plaintext.auth_hosts)?,
+        auth_paths: regexes("plaintext.auth_paths", &config.plaintext.auth_paths)?,
+    };
 
     let mode = args.selector.to_string();
     let quiet_targets = matches!(args.selector, Selector::All);
@@ -410,9 +463,12 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                 include_loopback: args.include_loopback,
             },
             trust,
+            detect,
+            fingerprints,
         ),
         tls_probes,
         ssl_states,
+        sockets,
         procfs,
         sink,
         clock: Clock::new(),
@@ -493,10 +549,11 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                         tracing::debug!("forgot {} finished target(s)", gone.len());
                     }
                 }
+                session.analyzer.tick(SystemTime::now(), &mut session.out);
                 if ticks.is_multiple_of(60) {
                     session.analyzer.flush(&mut session.out);
-                    session.drain()?;
                 }
+                session.drain()?;
                 session.sink.flush()?;
             }
         }
@@ -506,7 +563,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     while let Some(item) = ring.next() {
         session.handle(&item)?;
     }
-    session.analyzer.flush(&mut session.out);
+    session.analyzer.finish(&mut session.out);
     session.drain()?;
     let mut status = Status::new(StatusKind::Shutdown, None, format!("stopped ({reason})"));
     session.totals.targets = session.tracker.target_count();
@@ -545,8 +602,15 @@ fn teardown_in_background(session: &mut Session) {
             for pid in crate::process::targets::TargetMap::pids(map) {
                 crate::process::targets::TargetMap::remove(map, pid);
             }
-            // Dropping everything here (descriptors included) is the slow part.
-            std::process::exit(0);
+            // Closing the probe descriptors is the slow part; do it while the process is still
+            // whole (visible with its name), then leave.
+            // SAFETY: closing descriptors this process owns; nothing uses them after this.
+            unsafe {
+                for fd in 3..4096 {
+                    libc::close(fd);
+                }
+                libc::_exit(0);
+            }
         }
         // The child holds its own references; closing ours on exit is cheap.
         pid if pid > 0 => {}

@@ -145,12 +145,23 @@ impl Upstream {
         self.servers.lock().unwrap().push(child);
     }
 
-    /// A dual-stack TCP server that answers HTTP/1.1 200 to anything, on `port`.
+    /// A dual-stack HTTP/1.1 server (keep-alive, 200 "ok" to any request), on `port`.
     pub fn tcp_server(&self, port: u16) {
-        let script = clients_dir().join("python/http_ok_server.py");
-        let child = self
-            .command("python3")
-            .arg(script)
+        self.http_server(None, port);
+    }
+
+    /// An HTTPS server (keep-alive, 200 "ok") with this certificate, on `port`.
+    pub fn https_server(&self, pair: &pki::Pair, port: u16) {
+        self.http_server(Some(pair), port);
+    }
+
+    fn http_server(&self, tls: Option<&pki::Pair>, port: u16) {
+        let mut cmd = self.command("python3");
+        cmd.arg(clients_dir().join("python/http_server.py"));
+        if let Some(pair) = tls {
+            cmd.arg("--tls").arg(&pair.cert).arg(&pair.key);
+        }
+        let child = cmd
             .arg(port.to_string())
             .stdout(Stdio::piped())
             .spawn()
@@ -158,19 +169,128 @@ impl Upstream {
         self.wait_listening(child, port);
     }
 
-    /// An HTTPS server (keep-alive, 200 "ok") with this certificate, on `port`.
-    pub fn https_server(&self, pair: &pki::Pair, port: u16) {
-        let script = clients_dir().join("python/https_server.py");
+    /// A PostgreSQL server on `port` that asks for cleartext passwords (pg_hba `password`),
+    /// with TLS available (the test PKI's server certificate), and a role `app` with
+    /// `password`. Returns after the server accepts connections.
+    pub fn postgres(&self, pki: &pki::Pki, password: &str, port: u16) {
+        let bin = postgres_bin();
+        let dir = pki.dir.join("pgdata");
+        let run_dir = pki.dir.join("pgrun");
+        std::fs::create_dir_all(&run_dir).unwrap();
+        must(&format!(
+            "chown -R postgres: {} {}",
+            pki.dir.display(),
+            run_dir.display()
+        ));
+        let as_pg = |cmd: &str| must(&format!("runuser -u postgres -- {cmd}"));
+        as_pg(&format!(
+            "{bin}/initdb -D {} -U postgres --auth=trust -E UTF8 --no-sync",
+            dir.display()
+        ));
+        let server = pki.server();
+        for (src, dst) in [(&server.cert, "server.crt"), (&server.key, "server.key")] {
+            std::fs::copy(src, dir.join(dst)).unwrap();
+        }
+        must(&format!(
+            "chown postgres: {0}/server.crt {0}/server.key && chmod 600 {0}/server.key",
+            dir.display()
+        ));
+        std::fs::write(
+            dir.join("pg_hba.conf"),
+            "local all all trust\nhost all all 0.0.0.0/0 password\nhost all all ::/0 password\n",
+        )
+        .unwrap();
         let child = self
-            .command("python3")
-            .arg(script)
-            .arg(&pair.cert)
-            .arg(&pair.key)
-            .arg(port.to_string())
-            .stdout(Stdio::piped())
+            .command("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(format!("{bin}/postgres"))
+            .arg("-D")
+            .arg(&dir)
+            .args([
+                "-c",
+                &format!("listen_addresses={}", self.v4),
+                "-c",
+                &format!("port={port}"),
+            ])
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", run_dir.display()))
+            .args([
+                "-c",
+                "ssl=on",
+                "-c",
+                "fsync=off",
+                "-c",
+                "logging_collector=off",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
-            .expect("starting the upstream HTTPS server");
-        self.wait_listening(child, port);
+            .expect("starting postgres");
+        self.keep(child);
+        let sql = format!("CREATE ROLE app LOGIN PASSWORD '{password}'");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = Command::new("runuser")
+                .args(["-u", "postgres", "--", "psql", "-h"])
+                .arg(&run_dir)
+                .args([
+                    "-p",
+                    &port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                    "-qc",
+                    &sql,
+                ])
+                .output()
+                .expect("running psql");
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "postgres did not start: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// A Redis server requiring `password`, plaintext on `port` and TLS on `tls_port`.
+    pub fn redis(&self, pki: &pki::Pki, password: &str, port: u16, tls_port: u16) {
+        let server = pki.server();
+        let dir = pki.dir.join("redis");
+        std::fs::create_dir_all(&dir).unwrap();
+        // The password goes in a config file, not the command line (ps would show it).
+        let conf = dir.join("redis.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "bind {ip}\nport {port}\ntls-port {tls_port}\ntls-cert-file {cert}\ntls-key-file {key}\n\
+                 tls-ca-cert-file {ca}\ntls-auth-clients no\nrequirepass {password}\nsave \"\"\n\
+                 appendonly no\ndir {dir}\ndaemonize no\nprotected-mode no\n",
+                ip = self.v4,
+                cert = server.cert.display(),
+                key = server.key.display(),
+                ca = pki.ca().display(),
+                dir = dir.display(),
+            ),
+        )
+        .unwrap();
+        let child = self
+            .command("redis-server")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting redis-server");
+        self.keep(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect((self.v4, port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Wait until a server prints its ready line, then keep it.
@@ -199,6 +319,19 @@ impl Drop for Upstream {
         sh(&format!("ip link del {}", self.host_if));
         sh(&format!("ip netns del {}", self.netns));
     }
+}
+
+/// Where Debian keeps the PostgreSQL server binaries (the newest installed major version).
+fn postgres_bin() -> String {
+    let mut versions: Vec<u32> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL server is not installed: run `cargo xtask setup`")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    versions.sort_unstable();
+    let version = versions
+        .last()
+        .expect("no PostgreSQL server version in /usr/lib/postgresql");
+    format!("/usr/lib/postgresql/{version}/bin")
 }
 
 fn monitor_bin() -> PathBuf {
@@ -323,17 +456,18 @@ impl Monitor {
     pub fn stop_with(mut self, signal: i32) -> Run {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, signal) };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         let status = loop {
             if let Some(status) = self.child.try_wait().expect("waiting for egress-monitor") {
                 break status;
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("egress-monitor did not stop within 20 s of SIGTERM");
+                panic!("egress-monitor did not stop within 60 s of signal {signal}");
             }
             thread::sleep(Duration::from_millis(20));
         };
+        wait_for_uprobe_teardown();
         if let Some(reader) = self.reader.take() {
             reader.join().unwrap();
         }
@@ -360,6 +494,33 @@ impl Monitor {
         }
         Run { lines, raw }
     }
+}
+
+/// The monitor hands uprobe teardown (an RCU grace period per probe, serialized in the kernel)
+/// to a background child and exits. Wait for it, so the next test does not queue behind it.
+fn wait_for_uprobe_teardown() {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let busy = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+            })
+            .any(|e| {
+                std::fs::read_to_string(e.path().join("comm"))
+                    .is_ok_and(|c| c.trim_end() == "egress-monitor")
+            });
+        if !busy {
+            return;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    panic!("egress-monitor's uprobe teardown did not finish within 120 s");
 }
 
 impl Drop for Monitor {

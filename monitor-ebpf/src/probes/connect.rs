@@ -12,7 +12,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use aya_log_ebpf::debug;
-use monitor_common::{ConnectEvent, Drop, EventKind, AF_INET, AF_INET6, SOCK_TYPE_UNKNOWN};
+use monitor_common::{
+    ConnectEvent, Drop, EventKind, AF_INET, AF_INET6, SOCK_DGRAM, SOCK_TYPE_UNKNOWN,
+};
 
 use crate::maps::{count_drop, header, is_targeted, reserve, KERNEL_OFFSETS, PENDING_CONNECTS};
 
@@ -44,6 +46,7 @@ struct SockaddrIn6 {
 }
 
 const EBADF: i64 = 9;
+const EINPROGRESS: i64 = 115;
 const ENOTSOCK: i64 = 88;
 
 // Offsets in the syscall tracepoint records (stable ABI: see
@@ -126,6 +129,10 @@ fn exit(ctx: &TracePointContext, pid_tgid: u64, pending: &PendingConnect) -> Res
         return Ok(());
     }
     let sock_type = socket_type(pending.fd).unwrap_or(SOCK_TYPE_UNKNOWN);
+    // A TCP socket that is (being) connected: watch its first bytes for plaintext credentials.
+    if (ret == 0 || ret == -EINPROGRESS) && sock_type != SOCK_DGRAM {
+        crate::probes::payload::track(pid_tgid, pending.fd);
+    }
     if sock_type == SOCK_TYPE_UNKNOWN {
         debug!(ctx, "connect: socket type of fd {} unreadable", pending.fd);
     }

@@ -61,7 +61,6 @@ static STASH: LruHashMap<StashKey, u64> = LruHashMap::with_max_entries(16_384, 0
 
 const F_SSL_NEW: u64 = 1;
 const F_GET0_PARAM: u64 = 2;
-const F_CTX_GET0_PARAM: u64 = 3;
 const F_HANDSHAKE: u64 = 4;
 const F_VERIFY_RESULT: u64 = 5;
 const F_READ: u64 = 6;
@@ -326,7 +325,7 @@ pub fn ssl_set_fd(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// `int SSL_set1_host(SSL *s, const char *hostname)`, `int SSL_add1_host(...)`
+/// `int SSL_set1_host(SSL *s, const char *hostname)`
 #[uprobe]
 pub fn ssl_set1_host(ctx: ProbeContext) -> u32 {
     if let Some(pid_tgid) = targeted() {
@@ -345,7 +344,7 @@ pub fn ssl_set1_host(ctx: ProbeContext) -> u32 {
 }
 
 /// `int X509_VERIFY_PARAM_set1_host(X509_VERIFY_PARAM *param, const char *name, size_t namelen)`
-/// (and `add1_host`): `namelen == 0` means NUL-terminated.
+/// `namelen == 0` means NUL-terminated.
 #[uprobe]
 pub fn param_set1_host(ctx: ProbeContext) -> u32 {
     if let Some(pid_tgid) = targeted() {
@@ -387,24 +386,6 @@ pub fn param_set1_ip(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// `int X509_VERIFY_PARAM_set1_ip_asc(X509_VERIFY_PARAM *param, const char *ipasc)`
-#[uprobe]
-pub fn param_set1_ip_asc(ctx: ProbeContext) -> u32 {
-    if let Some(pid_tgid) = targeted() {
-        let ip = arg(&ctx, 1);
-        emit(
-            &ctx,
-            pid_tgid,
-            TlsCall::ParamSetIp,
-            arg(&ctx, 0),
-            0,
-            -1,
-            Text::Str(ip),
-        );
-    }
-    0
-}
-
 /// `X509_VERIFY_PARAM *SSL_get0_param(SSL *ssl)`
 #[uprobe]
 pub fn ssl_get0_param(ctx: ProbeContext) -> u32 {
@@ -420,33 +401,6 @@ pub fn ssl_get0_param_ret(ctx: RetProbeContext) -> u32 {
     if let Some(ssl) = take(pid_tgid, F_GET0_PARAM) {
         let param: u64 = ctx.ret();
         emit(&ctx, pid_tgid, TlsCall::GetParam, ssl, param, 0, Text::None);
-    }
-    0
-}
-
-/// `X509_VERIFY_PARAM *SSL_CTX_get0_param(SSL_CTX *ctx)`
-#[uprobe]
-pub fn ssl_ctx_get0_param(ctx: ProbeContext) -> u32 {
-    if let Some(pid_tgid) = targeted() {
-        stash(pid_tgid, F_CTX_GET0_PARAM, arg(&ctx, 0));
-    }
-    0
-}
-
-#[uretprobe]
-pub fn ssl_ctx_get0_param_ret(ctx: RetProbeContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if let Some(ssl_ctx) = take(pid_tgid, F_CTX_GET0_PARAM) {
-        let param: u64 = ctx.ret();
-        emit(
-            &ctx,
-            pid_tgid,
-            TlsCall::CtxGetParam,
-            ssl_ctx,
-            param,
-            0,
-            Text::None,
-        );
     }
     0
 }
@@ -514,7 +468,7 @@ fn set_flag(pid_tgid: u64, ssl: u64, flag: u32) {
     }
 }
 
-/// `int SSL_do_handshake(SSL *s)`, `int SSL_connect(SSL *s)`
+/// `int SSL_do_handshake(SSL *s)` (also reached from `SSL_connect`/`SSL_accept`)
 #[uprobe]
 pub fn ssl_handshake(ctx: ProbeContext) -> u32 {
     if let Some(pid_tgid) = targeted() {

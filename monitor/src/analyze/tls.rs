@@ -169,14 +169,11 @@ impl Session {
 struct CtxInfo {
     verify_mode: Option<i64>,
     verify_callback: bool,
-    hosts: Vec<String>,
 }
 
+/// The SSL object an `X509_VERIFY_PARAM` belongs to (from `SSL_get0_param`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ParamOwner {
-    Ssl(u64),
-    Ctx(u64),
-}
+struct ParamOwner(u64);
 
 /// Process-wide bypasses (environment variables), by pid.
 #[derive(Clone, Debug)]
@@ -212,6 +209,8 @@ pub enum TlsOutput {
 
 pub struct TlsTracker {
     sessions: HashMap<(u32, u64), Session>,
+    /// Sessions already concluded, until they are freed (late events for them are ignored).
+    settled: HashSet<(u32, u64)>,
     ctxs: HashMap<(u32, u64), CtxInfo>,
     params: HashMap<(u32, u64), ParamOwner>,
     /// Processes that check certificate host names in their own code (libcurl).
@@ -224,6 +223,7 @@ impl TlsTracker {
     pub fn new(trust: TrustStore) -> Self {
         Self {
             sessions: HashMap::new(),
+            settled: HashSet::new(),
             ctxs: HashMap::new(),
             params: HashMap::new(),
             app_checks_names: HashSet::new(),
@@ -271,6 +271,7 @@ impl TlsTracker {
             }
         }
         self.ctxs.retain(|k, _| k.0 != pid);
+        self.settled.retain(|k| k.0 != pid);
         self.params.retain(|k, _| k.0 != pid);
         self.app_checks_names.remove(&pid);
         self.env.remove(&pid);
@@ -319,17 +320,20 @@ impl TlsTracker {
         out: &mut Vec<TlsOutput>,
     ) {
         let pid = e.tgid;
+        // A concluded session only waits for its SSL_free (or its address to be reused).
+        if !matches!(e.call(), TlsCall::SslNew | TlsCall::SslFree)
+            && self.settled.contains(&(pid, e.ssl))
+        {
+            return;
+        }
         match e.call() {
             TlsCall::CtxSetVerify => {
                 let ctx = self.ctxs.entry((pid, e.ssl)).or_default();
                 ctx.verify_mode = Some(e.value);
                 ctx.verify_callback = e.ptr2 != 0;
             }
-            TlsCall::CtxGetParam => {
-                self.params.insert((pid, e.ptr2), ParamOwner::Ctx(e.ssl));
-            }
             TlsCall::GetParam => {
-                self.params.insert((pid, e.ptr2), ParamOwner::Ssl(e.ssl));
+                self.params.insert((pid, e.ptr2), ParamOwner(e.ssl));
             }
             TlsCall::ParamSetHost | TlsCall::ParamSetIp => {
                 let name = if e.call() == TlsCall::ParamSetIp && e.value >= 0 {
@@ -340,36 +344,30 @@ impl TlsTracker {
                 let Some(name) = name.filter(|n| !n.is_empty()) else {
                     return;
                 };
-                match self.params.get(&(pid, e.ssl)).copied() {
-                    Some(ParamOwner::Ssl(ssl)) => {
-                        let s = self.session(pid, ssl, time);
-                        if e.call() == TlsCall::ParamSetIp {
-                            s.ips.push(name);
-                        } else {
-                            s.hosts.push(name);
-                        }
+                if let Some(ParamOwner(ssl)) = self.params.get(&(pid, e.ssl)).copied() {
+                    let s = self.session(pid, ssl, time);
+                    if e.call() == TlsCall::ParamSetIp {
+                        s.ips.push(name);
+                    } else {
+                        s.hosts.push(name);
                     }
-                    Some(ParamOwner::Ctx(ctx)) => {
-                        self.ctxs.entry((pid, ctx)).or_default().hosts.push(name)
-                    }
-                    None => {}
                 }
             }
             TlsCall::SslNew => {
                 let ctx = self.ctxs.get(&(pid, e.ptr2)).cloned().unwrap_or_default();
                 // A reused address is a new session.
+                self.settled.remove(&(pid, e.ssl));
                 let mut s = Session::new(pid, time);
                 s.verify_mode = ctx.verify_mode;
                 s.verify_callback = ctx.verify_callback;
-                s.hosts = ctx.hosts;
                 self.sessions.insert((pid, e.ssl), s);
             }
             TlsCall::SslFree => {
                 if let Some(session) = self.sessions.remove(&(pid, e.ssl)) {
                     self.conclude(&session, conns, out);
                 }
-                self.params
-                    .retain(|_, owner| *owner != ParamOwner::Ssl(e.ssl));
+                self.settled.remove(&(pid, e.ssl));
+                self.params.retain(|_, owner| *owner != ParamOwner(e.ssl));
             }
             TlsCall::UnknownSession => {
                 // Created before we watched it: nothing reliable to say, stop paying for it.
@@ -441,6 +439,17 @@ impl TlsTracker {
                 self.session(pid, e.ssl, time).store_errors.push(e.value);
             }
             TlsCall::ReadData => {
+                // Reads queued before the kernel learned of the verdict, or on a session we
+                // never saw start: nothing to add.
+                if !self.sessions.contains_key(&(pid, e.ssl)) {
+                    if self.settled.insert((pid, e.ssl)) {
+                        out.push(TlsOutput::Settle {
+                            tgid: pid,
+                            ssl: e.ssl,
+                        });
+                    }
+                    return;
+                }
                 self.bind(pid, e.tid, e.ssl, conns);
                 let s = self.session(pid, e.ssl, time);
                 s.used = true;
@@ -458,6 +467,7 @@ impl TlsTracker {
                         session.library_path.get_or_insert_with(|| path.to_string());
                     }
                     self.conclude(&session, conns, out);
+                    self.settled.insert((pid, e.ssl));
                     out.push(TlsOutput::Settle {
                         tgid: pid,
                         ssl: e.ssl,

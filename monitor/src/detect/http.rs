@@ -16,7 +16,7 @@ use super::{printable_name, Credential, CredentialKind, DetectConfig, HttpReques
 
 mod auth_endpoint;
 mod body;
-mod names;
+pub(crate) mod names;
 
 pub use auth_endpoint::builtin_reason as builtin_auth_endpoint;
 

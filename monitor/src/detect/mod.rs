@@ -28,6 +28,7 @@
 //! [`AppProtocol::Unknown`]).
 use serde::Serialize;
 
+pub mod cmdline;
 pub mod http;
 pub mod postgres;
 pub mod redact;

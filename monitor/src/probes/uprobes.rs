@@ -77,6 +77,11 @@ const fn hook(program: &'static str, symbol: &'static str, provider: Provider) -
 }
 
 /// Every hook, by program name (entry and return programs are separate programs).
+///
+/// Kept to what the verdicts need: each attached uprobe costs the kernel an RCU grace period
+/// (~0.1 s, serialized system-wide) to detach. `SSL_connect` and `SSL_accept` are covered by
+/// the `SSL_do_handshake` and `SSL_set_*_state` they call; `SSL_set1_host` covers host names and
+/// IP literals (OpenSSL turns the latter into `set1_ip_asc` itself).
 const HOOKS: &[Hook] = &[
     hook("ssl_new", "SSL_new", Provider::Ssl),
     hook("ssl_new_ret", "SSL_new", Provider::Ssl),
@@ -86,15 +91,8 @@ const HOOKS: &[Hook] = &[
     hook("ssl_ctrl", "SSL_ctrl", Provider::Ssl),
     hook("ssl_set_fd", "SSL_set_fd", Provider::Ssl),
     hook("ssl_set1_host", "SSL_set1_host", Provider::Ssl),
-    hook("ssl_set1_host", "SSL_add1_host", Provider::Ssl),
     hook("ssl_get0_param", "SSL_get0_param", Provider::Ssl),
     hook("ssl_get0_param_ret", "SSL_get0_param", Provider::Ssl),
-    hook("ssl_ctx_get0_param", "SSL_CTX_get0_param", Provider::Ssl),
-    hook(
-        "ssl_ctx_get0_param_ret",
-        "SSL_CTX_get0_param",
-        Provider::Ssl,
-    ),
     hook(
         "ssl_set_connect_state",
         "SSL_set_connect_state",
@@ -107,8 +105,6 @@ const HOOKS: &[Hook] = &[
     ),
     hook("ssl_handshake", "SSL_do_handshake", Provider::Ssl),
     hook("ssl_handshake_ret", "SSL_do_handshake", Provider::Ssl),
-    hook("ssl_handshake", "SSL_connect", Provider::Ssl),
-    hook("ssl_handshake_ret", "SSL_connect", Provider::Ssl),
     hook(
         "ssl_get_verify_result",
         "SSL_get_verify_result",
@@ -131,18 +127,8 @@ const HOOKS: &[Hook] = &[
         Provider::Crypto,
     ),
     hook(
-        "param_set1_host",
-        "X509_VERIFY_PARAM_add1_host",
-        Provider::Crypto,
-    ),
-    hook(
         "param_set1_ip",
         "X509_VERIFY_PARAM_set1_ip",
-        Provider::Crypto,
-    ),
-    hook(
-        "param_set1_ip_asc",
-        "X509_VERIFY_PARAM_set1_ip_asc",
         Provider::Crypto,
     ),
     hook("x509_verify_cert_ret", "X509_verify_cert", Provider::Crypto),
@@ -320,11 +306,20 @@ fn library_dirs() -> Vec<String> {
     ]
 }
 
+/// Client libraries that check the server's host name in their own code rather than through
+/// OpenSSL's `SSL_set1_host`: libcurl, libpq (`sslmode=verify-full`), the MySQL/MariaDB clients.
+const NAME_CHECKING_LIBRARIES: [&str; 4] = [
+    "libcurl.so",
+    "libpq.so",
+    "libmysqlclient.so",
+    "libmariadb.so",
+];
+
 /// What looking at a process's libraries found.
 #[derive(Debug, Default)]
 pub struct Discovery {
     pub statuses: Vec<Status>,
-    /// The process uses libcurl, which checks certificate host names in its own code.
+    /// The process uses a client library that checks host names in its own code.
     pub app_checks_names: bool,
 }
 
@@ -455,10 +450,10 @@ impl TlsProbes {
         let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
         let mappings = exec_mappings(&maps);
         found.app_checks_names = mappings.iter().any(|m| {
-            m.path
-                .rsplit('/')
-                .next()
-                .is_some_and(|n| n.starts_with("libcurl"))
+            let name = m.path.rsplit('/').next().unwrap_or_default();
+            NAME_CHECKING_LIBRARIES
+                .iter()
+                .any(|lib| name.starts_with(lib))
         });
         if !self.enabled {
             return found;

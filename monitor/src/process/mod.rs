@@ -96,8 +96,9 @@ impl ProcFs {
         let comm = fs::read_to_string(self.path(pid, "comm"))
             .map(|s| s.trim_end_matches('\n').to_string())
             .unwrap_or_default();
+        // Secrets on command lines never reach a record.
         let cmdline = fs::read(self.path(pid, "cmdline"))
-            .map(|raw| parse_cmdline(&raw))
+            .map(|raw| crate::detect::cmdline::redact(&parse_cmdline(&raw)))
             .unwrap_or_default();
         let exe = fs::read_link(self.path(pid, "exe")).ok().map(|p| {
             p.to_string_lossy()

@@ -35,7 +35,7 @@ const API_KEY_HEADERS: &[&str] = &[
 ];
 
 /// The spelling to report for `name` if it is an API-key header (built-in or configured).
-pub(super) fn api_key_header<'c>(name: &str, cfg: &'c DetectConfig) -> Option<Cow<'c, str>> {
+pub(crate) fn api_key_header<'c>(name: &str, cfg: &'c DetectConfig) -> Option<Cow<'c, str>> {
     if let Some(known) = API_KEY_HEADERS
         .iter()
         .find(|known| known.eq_ignore_ascii_case(name))
@@ -121,12 +121,12 @@ fn is_secret_normalised(name: &str) -> bool {
 }
 
 /// A form or JSON field whose value is authentication material.
-pub(super) fn is_secret_field(name: &str) -> bool {
+pub(crate) fn is_secret_field(name: &str) -> bool {
     normalise(name).is_some_and(|n| is_secret_normalised(&n))
 }
 
 /// A query parameter whose value is authentication material.
-pub(super) fn is_secret_query_parameter(name: &str) -> bool {
+pub(crate) fn is_secret_query_parameter(name: &str) -> bool {
     normalise(name)
         .is_some_and(|n| is_secret_normalised(&n) || SECRET_QUERY_ONLY.contains(&n.as_str()))
 }

@@ -1,0 +1,269 @@
+//! Bounded payload capture on plaintext sockets: the first bytes targeted processes write to
+//! the TCP sockets they connected, so userspace can find credentials sent in the clear.
+//!
+//! `SOCKETS` holds the sockets worth looking at (added when a targeted process's TCP connect
+//! succeeds or is in progress, removed on close). Every write-like syscall costs one lookup in
+//! it; a socket that is classified (TLS seen here, a verdict from userspace, or the budget
+//! spent) costs nothing more. Copies go through a per-CPU scratch record and are clamped to
+//! `PAYLOAD_MAX` per write, so the verifier sees bounded sizes on older kernels too.
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, bpf_probe_read_user_buf},
+    macros::{map, tracepoint},
+    maps::{LruHashMap, PerCpuArray},
+    programs::TracePointContext,
+};
+use monitor_common::{
+    payload_source, sock_flags, EventKind, PayloadEvent, SockKey, SockState, SocketCloseEvent,
+    PAYLOAD_HEADER_LEN, PAYLOAD_MAX, SOCKET_CAPTURE_BUDGET,
+};
+
+use crate::maps::{count_drop, header, reserve, EVENTS};
+
+/// Connected TCP sockets of targeted processes whose first bytes are still wanted.
+#[map]
+pub static SOCKETS: LruHashMap<SockKey, SockState> = LruHashMap::with_max_entries(65_536, 0);
+
+#[map]
+static SCRATCH: PerCpuArray<PayloadEvent> = PerCpuArray::with_max_entries(1, 0);
+
+const ARG0: usize = 16;
+const ARG1: usize = 24;
+const ARG2: usize = 32;
+/// iovecs of one `writev`/`sendmsg` copied at most.
+const MAX_IOVECS: usize = 4;
+/// First byte of a TLS handshake record (ClientHello).
+const TLS_HANDSHAKE: u8 = 0x16;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Iovec {
+    base: u64,
+    len: u64,
+}
+
+/// Called from the connect exit: start watching this socket.
+#[inline(always)]
+pub fn track(pid_tgid: u64, fd: i32) {
+    let key = SockKey {
+        tgid: (pid_tgid >> 32) as u32,
+        fd: fd as u32,
+    };
+    if SOCKETS.insert(key, SockState::default(), 0).is_err() {
+        count_drop(monitor_common::Drop::SocketsFull);
+    }
+}
+
+/// The one lookup every write pays: the socket's state when it is still being captured.
+#[inline(always)]
+fn capturing(pid_tgid: u64, fd: u64) -> Option<(SockKey, *mut SockState)> {
+    let key = SockKey {
+        tgid: (pid_tgid >> 32) as u32,
+        fd: fd as u32,
+    };
+    let state = SOCKETS.get_ptr_mut(key)?;
+    // SAFETY: map value pointer.
+    if unsafe { (*state).flags } & sock_flags::DONE != 0 {
+        return None;
+    }
+    Some((key, state))
+}
+
+/// Copy up to `PAYLOAD_MAX` bytes of `[buf, buf+len)` into one event. Returns false when the
+/// socket is done (TLS seen or budget spent), so callers stop copying further segments.
+#[inline(always)]
+fn capture(pid_tgid: u64, fd: u64, state: *mut SockState, source: u32, buf: u64, len: u64) -> bool {
+    if len == 0 {
+        return true;
+    }
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: map value pointer (this CPU's scratch, and the socket's state).
+    unsafe {
+        let budget = SOCKET_CAPTURE_BUDGET.saturating_sub((*state).captured) as usize;
+        let n = (len as usize).min(PAYLOAD_MAX).min(budget);
+        if n == 0 {
+            (*state).flags |= sock_flags::DONE;
+            return false;
+        }
+        (*scratch).header = header(EventKind::Payload, pid_tgid);
+        (*scratch).fd = fd as i32;
+        (*scratch).source = source;
+        (*scratch).len = len.min(u32::MAX as u64) as u32;
+        (*scratch).captured = 0;
+        // Re-derive the bound in a form the verifier tracks on any kernel: a volatile read
+        // hides `n` from the compiler (which would otherwise drop the mask as redundant), and
+        // the mask bounds it to [1, PAYLOAD_MAX].
+        let n = core::ptr::read_volatile(&n);
+        let n = ((n - 1) & (PAYLOAD_MAX - 1)) + 1;
+        let data = &mut (*scratch).data;
+        if bpf_probe_read_user_buf(buf as *const u8, &mut data[..n]).is_err() {
+            return true;
+        }
+        (*scratch).captured = n as u32;
+        let first = (*state).captured == 0;
+        (*state).captured += n as u32;
+        // An encrypted socket: the ClientHello goes to userspace (for the SNI), nothing after.
+        if (first && data[0] == TLS_HANDSHAKE) || (*state).captured >= SOCKET_CAPTURE_BUDGET {
+            (*state).flags |= sock_flags::DONE;
+        }
+        let bytes = core::slice::from_raw_parts(scratch as *const u8, PAYLOAD_HEADER_LEN + n);
+        if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+            count_drop(monitor_common::Drop::RingBufFull);
+        }
+        (*state).flags & sock_flags::DONE == 0
+    }
+}
+
+/// `ssize_t write(int fd, const void *buf, size_t count)`
+#[tracepoint]
+pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: stable syscall tracepoint layout.
+    let Ok(fd) = (unsafe { ctx.read_at::<u64>(ARG0) }) else {
+        return 0;
+    };
+    let Some((_, state)) = capturing(pid_tgid, fd) else {
+        return 0;
+    };
+    // SAFETY: as above.
+    let (Ok(buf), Ok(len)) = (unsafe { (ctx.read_at::<u64>(ARG1), ctx.read_at::<u64>(ARG2)) })
+    else {
+        return 0;
+    };
+    capture(pid_tgid, fd, state, payload_source::WRITE, buf, len);
+    0
+}
+
+/// `ssize_t sendto(int fd, const void *buf, size_t len, int flags, ...)` (also `send`)
+#[tracepoint]
+pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: stable syscall tracepoint layout.
+    let Ok(fd) = (unsafe { ctx.read_at::<u64>(ARG0) }) else {
+        return 0;
+    };
+    let Some((_, state)) = capturing(pid_tgid, fd) else {
+        return 0;
+    };
+    // SAFETY: as above.
+    let (Ok(buf), Ok(len)) = (unsafe { (ctx.read_at::<u64>(ARG1), ctx.read_at::<u64>(ARG2)) })
+    else {
+        return 0;
+    };
+    capture(pid_tgid, fd, state, payload_source::SENDTO, buf, len);
+    0
+}
+
+#[inline(always)]
+fn capture_iovecs(
+    pid_tgid: u64,
+    fd: u64,
+    state: *mut SockState,
+    source: u32,
+    iov: u64,
+    count: u64,
+) {
+    for i in 0..MAX_IOVECS {
+        if i as u64 >= count {
+            break;
+        }
+        // SAFETY: user pointer read with a faulting-safe helper.
+        let Ok(v) = (unsafe { bpf_probe_read_user((iov as *const Iovec).wrapping_add(i)) }) else {
+            break;
+        };
+        if !capture(pid_tgid, fd, state, source, v.base, v.len) {
+            break;
+        }
+    }
+}
+
+/// `ssize_t writev(int fd, const struct iovec *iov, int iovcnt)`
+#[tracepoint]
+pub fn sys_enter_writev(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: stable syscall tracepoint layout.
+    let Ok(fd) = (unsafe { ctx.read_at::<u64>(ARG0) }) else {
+        return 0;
+    };
+    let Some((_, state)) = capturing(pid_tgid, fd) else {
+        return 0;
+    };
+    // SAFETY: as above.
+    let (Ok(iov), Ok(count)) = (unsafe { (ctx.read_at::<u64>(ARG1), ctx.read_at::<u64>(ARG2)) })
+    else {
+        return 0;
+    };
+    capture_iovecs(pid_tgid, fd, state, payload_source::WRITEV, iov, count);
+    0
+}
+
+/// `struct user_msghdr`: name, namelen (+pad), iov, iovlen, ...
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct MsgHdr {
+    name: u64,
+    namelen: u64,
+    iov: u64,
+    iovlen: u64,
+}
+
+/// `ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)`
+#[tracepoint]
+pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: stable syscall tracepoint layout.
+    let Ok(fd) = (unsafe { ctx.read_at::<u64>(ARG0) }) else {
+        return 0;
+    };
+    let Some((_, state)) = capturing(pid_tgid, fd) else {
+        return 0;
+    };
+    // SAFETY: as above; the header is read with a faulting-safe helper.
+    let Ok(msg) = (unsafe { ctx.read_at::<u64>(ARG1) }) else {
+        return 0;
+    };
+    let Ok(hdr) = (unsafe { bpf_probe_read_user(msg as *const MsgHdr) }) else {
+        return 0;
+    };
+    capture_iovecs(
+        pid_tgid,
+        fd,
+        state,
+        payload_source::SENDMSG,
+        hdr.iov,
+        hdr.iovlen,
+    );
+    0
+}
+
+/// `int close(int fd)`: forget the socket; tell userspace when it was still undecided.
+#[tracepoint]
+pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: stable syscall tracepoint layout.
+    let Ok(fd) = (unsafe { ctx.read_at::<u64>(ARG0) }) else {
+        return 0;
+    };
+    let key = SockKey {
+        tgid: (pid_tgid >> 32) as u32,
+        fd: fd as u32,
+    };
+    let Some(state) = SOCKETS.get_ptr(key) else {
+        return 0;
+    };
+    // SAFETY: copied out before removal.
+    let state = unsafe { *state };
+    let _ = SOCKETS.remove(key);
+    if state.flags & sock_flags::DONE == 0 {
+        if let Some(mut entry) = reserve::<SocketCloseEvent>() {
+            entry.write(SocketCloseEvent {
+                header: header(EventKind::SocketClose, pid_tgid),
+                fd: fd as i32,
+                _pad: 0,
+            });
+            entry.submit(0);
+        }
+    }
+    0
+}
