@@ -498,7 +498,7 @@ impl Monitor {
 
 /// The monitor hands uprobe teardown (an RCU grace period per probe, serialized in the kernel)
 /// to a background child and exits. Wait for it, so the next test does not queue behind it.
-fn wait_for_uprobe_teardown() {
+pub fn wait_for_uprobe_teardown() {
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
         let busy = std::fs::read_dir("/proc")

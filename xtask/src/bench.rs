@@ -143,6 +143,8 @@ impl Monitor {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         self.child.wait()?;
+        // Measurements without the monitor must not overlap its uprobes' background teardown.
+        egress_monitor_tests::wait_for_uprobe_teardown();
         let (connects, shutdown) = self.reader.join().expect("reader thread");
         Ok((connects, shutdown.context("no shutdown line")?))
     }
@@ -215,6 +217,7 @@ pub fn run(root: &Path, bin: &Path, xtask: &Path) -> anyhow::Result<()> {
         }
     }
     let tls = tls_keepalive(root, bin, &upstream, &mut table)?;
+    let http = http_load(bin, &upstream, &mut table)?;
     drop(upstream);
 
     println!(
@@ -229,7 +232,7 @@ pub fn run(root: &Path, bin: &Path, xtask: &Path) -> anyhow::Result<()> {
     let file = dir.join("results.json");
     std::fs::write(
         &file,
-        serde_json::to_string_pretty(&json!({"connect": results, "tls": tls}))?,
+        serde_json::to_string_pretty(&json!({"connect": results, "tls": tls, "http": http}))?,
     )?;
     println!("written to {}", file.display());
     if table.iter().any(|l| l.contains("BUDGET MISSED")) {
@@ -238,7 +241,11 @@ pub fn run(root: &Path, bin: &Path, xtask: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// nginx with a test certificate in the upstream namespace, for HTTPS load.
+/// Plain HTTP port of the benchmark nginx.
+const HTTP_PORT: u16 = 8080;
+
+/// nginx with a test certificate in the upstream namespace: HTTPS on `port`, HTTP on
+/// `HTTP_PORT`.
 struct Nginx {
     child: Child,
     _pki: Pki,
@@ -264,9 +271,11 @@ fn nginx(upstream: &Upstream, port: u16) -> anyhow::Result<Nginx> {
              client_body_temp_path {dir}; proxy_temp_path {dir}; fastcgi_temp_path {dir}; \
              uwsgi_temp_path {dir}; scgi_temp_path {dir};\n\
              server {{ listen {ip}:{port} ssl; ssl_certificate {cert}; ssl_certificate_key {key};\n\
-             location / {{ return 200 \"ok\\n\"; }} }} }}\n",
+             location / {{ return 200 \"ok\\n\"; }} }}\n\
+             server {{ listen {ip}:{http}; location / {{ return 200 \"ok\\n\"; }} }} }}\n",
             dir = pki.dir.display(),
             ip = upstream.v4,
+            http = HTTP_PORT,
             cert = pair.cert.display(),
             key = pair.key.display(),
         ),
@@ -336,6 +345,42 @@ fn tls_keepalive(
             with - without
         ));
         rows.push(json!({"us_per_request_without": without, "us_per_request_with": with, "requests": REQUESTS}));
+    }
+    drop(server);
+    Ok(Value::Array(rows))
+}
+
+/// wrk against nginx over plain HTTP (keep-alive), without the monitor and with it targeting
+/// wrk: payload capture costs a copy of the first bytes of each connection, then one lookup
+/// per write.
+fn http_load(bin: &Path, upstream: &Upstream, table: &mut Vec<String>) -> anyhow::Result<Value> {
+    let server = nginx(upstream, 9443)?;
+    let url = format!("http://{}:{HTTP_PORT}/", upstream.v4);
+    let wrk = || -> anyhow::Result<f64> {
+        let out = Command::new("wrk")
+            .args(["-t1", "-c16", "-d5s", &url])
+            .output()
+            .context("running wrk (Debian package wrk)")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find_map(|l| l.strip_prefix("Requests/sec:"))
+            .and_then(|v| v.trim().parse().ok())
+            .with_context(|| format!("wrk printed no rate:\n{text}"))
+    };
+    let mut rows = Vec::new();
+    for round in 0..2 {
+        let without = wrk()?;
+        let monitor = Monitor::start(bin, &["--comm".into(), "wrk".into()], None)?;
+        let with = wrk()?;
+        monitor.stop()?;
+        table.push(format!(
+            "http-wrk        run {}: {without:>9.0} requests/s without the monitor, {with:>9.0} with it ({:+.1}%, nginx, 16 connections)",
+            round + 1,
+            (with - without) / without * 100.0
+        ));
+        rows.push(
+            json!({"requests_per_second_without": without, "requests_per_second_with": with}),
+        );
     }
     drop(server);
     Ok(Value::Array(rows))
