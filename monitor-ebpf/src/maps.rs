@@ -5,7 +5,7 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     Global,
 };
-use monitor_common::{Drop, EventHeader, EventKind, KernelOffsets, TracepointOffsets};
+use monitor_common::{Drop, EventHeader, EventKind, KernelOffsets, TracepointOffsets, COMM_LEN};
 
 /// Non-zero: every process is a target (`--all`); the target set is not consulted.
 #[unsafe(no_mangle)]
@@ -38,6 +38,11 @@ pub static TRACEPOINT_OFFSETS: Global<TracepointOffsets> = Global::new(Tracepoin
 /// Userspace sizes it at load time.
 #[map]
 pub static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(65_536, 0);
+
+/// Task names selected with `--comm`: a process that execs into one is targeted in the kernel,
+/// before it runs a single instruction (userspace would be too late for a quick `curl`).
+#[map]
+pub static TARGET_COMMS: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(256, 0);
 
 /// All events, in order. Userspace sizes it at load time.
 #[map]

@@ -453,6 +453,22 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         auth_paths: regexes("plaintext.auth_paths", &config.plaintext.auth_paths)?,
     };
 
+    if let Selector::Comms(names) = &args.selector {
+        let mut comms: BpfHashMap<MapData, [u8; monitor_common::COMM_LEN], u8> = ebpf
+            .take_map("TARGET_COMMS")
+            .context("TARGET_COMMS map missing")?
+            .try_into()?;
+        for name in names {
+            // The kernel keeps 15 bytes of a task name.
+            let mut comm = [0u8; monitor_common::COMM_LEN];
+            let bytes = name.as_bytes();
+            let n = bytes.len().min(monitor_common::COMM_LEN - 1);
+            comm[..n].copy_from_slice(&bytes[..n]);
+            comms
+                .insert(comm, 1, 0)
+                .with_context(|| format!("adding --comm {name} to the kernel's name set"))?;
+        }
+    }
     let mode = args.selector.to_string();
     let quiet_targets = matches!(args.selector, Selector::All);
     let mut session = Session {

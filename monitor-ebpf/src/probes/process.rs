@@ -11,7 +11,7 @@ use aya_log_ebpf::debug;
 use monitor_common::{target, Drop, EventKind, ExecEvent, ExitEvent};
 
 use crate::maps::{
-    count_drop, filter_all, header, is_targeted, report_all_execs, reserve, TARGETS,
+    count_drop, filter_all, header, is_targeted, report_all_execs, reserve, TARGETS, TARGET_COMMS,
     TRACEPOINT_OFFSETS,
 };
 
@@ -19,7 +19,15 @@ use crate::maps::{
 #[tracepoint]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let targeted = is_targeted((pid_tgid >> 32) as u32);
+    let tgid = (pid_tgid >> 32) as u32;
+    let mut targeted = is_targeted(tgid);
+    let comm = bpf_get_current_comm().unwrap_or_default();
+    if !targeted && TARGET_COMMS.get_ptr(comm).is_some() {
+        targeted = TARGETS.insert(tgid, target::SELECTED, 0).is_ok();
+        if !targeted {
+            count_drop(Drop::TargetsFull);
+        }
+    }
     if !targeted && !report_all_execs() {
         return 0;
     }
@@ -32,7 +40,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     unsafe {
         (*event).header = header(EventKind::Exec, pid_tgid);
         (*event).targeted = targeted as u32;
-        (*event).comm = bpf_get_current_comm().unwrap_or_default();
+        (*event).comm = comm;
         (*event).filename_len = 0;
         let data_loc = ctx
             .read_at::<u32>(TRACEPOINT_OFFSETS.load().exec_filename as usize)
