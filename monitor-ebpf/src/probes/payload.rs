@@ -115,55 +115,74 @@ fn capture(pid_tgid: u64, fd: u64, state: *mut SockState, source: u32, buf: u64,
     }
 }
 
+/// What every write-like syscall starts with: the fd's capture state (the one lookup everyone
+/// pays) and the two arguments after the fd (buffer and length, or iovec array and count, or
+/// message header and flags).
+struct WriteCall {
+    pid_tgid: u64,
+    fd: u64,
+    state: *mut SockState,
+    arg1: u64,
+    arg2: u64,
+}
+
+#[inline(always)]
+fn write_call(ctx: &TracePointContext) -> Option<WriteCall> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: stable syscall tracepoint layout (fd, then two 8-byte arguments).
+    let fd = unsafe { ctx.read_at::<u64>(ARG0) }.ok()?;
+    let (_, state) = capturing(pid_tgid, fd)?;
+    // SAFETY: as above.
+    let (arg1, arg2) = unsafe {
+        (
+            ctx.read_at::<u64>(ARG1).ok()?,
+            ctx.read_at::<u64>(ARG2).ok()?,
+        )
+    };
+    Some(WriteCall {
+        pid_tgid,
+        fd,
+        state,
+        arg1,
+        arg2,
+    })
+}
+
 /// `ssize_t write(int fd, const void *buf, size_t count)`
 #[tracepoint]
 pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: stable syscall tracepoint layout.
-    let Ok(fd) = (unsafe { ctx.read_at::<u64>(ARG0) }) else {
-        return 0;
-    };
-    let Some((_, state)) = capturing(pid_tgid, fd) else {
-        return 0;
-    };
-    // SAFETY: as above.
-    let (Ok(buf), Ok(len)) = (unsafe { (ctx.read_at::<u64>(ARG1), ctx.read_at::<u64>(ARG2)) })
-    else {
-        return 0;
-    };
-    capture(pid_tgid, fd, state, payload_source::WRITE, buf, len);
+    if let Some(w) = write_call(&ctx) {
+        capture(
+            w.pid_tgid,
+            w.fd,
+            w.state,
+            payload_source::WRITE,
+            w.arg1,
+            w.arg2,
+        );
+    }
     0
 }
 
 /// `ssize_t sendto(int fd, const void *buf, size_t len, int flags, ...)` (also `send`)
 #[tracepoint]
 pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: stable syscall tracepoint layout.
-    let Ok(fd) = (unsafe { ctx.read_at::<u64>(ARG0) }) else {
-        return 0;
-    };
-    let Some((_, state)) = capturing(pid_tgid, fd) else {
-        return 0;
-    };
-    // SAFETY: as above.
-    let (Ok(buf), Ok(len)) = (unsafe { (ctx.read_at::<u64>(ARG1), ctx.read_at::<u64>(ARG2)) })
-    else {
-        return 0;
-    };
-    capture(pid_tgid, fd, state, payload_source::SENDTO, buf, len);
+    if let Some(w) = write_call(&ctx) {
+        capture(
+            w.pid_tgid,
+            w.fd,
+            w.state,
+            payload_source::SENDTO,
+            w.arg1,
+            w.arg2,
+        );
+    }
     0
 }
 
+/// The first `MAX_IOVECS` segments of a vectored write, each as its own payload record.
 #[inline(always)]
-fn capture_iovecs(
-    pid_tgid: u64,
-    fd: u64,
-    state: *mut SockState,
-    source: u32,
-    iov: u64,
-    count: u64,
-) {
+fn capture_iovecs(w: &WriteCall, source: u32, iov: u64, count: u64) {
     for i in 0..MAX_IOVECS {
         if i as u64 >= count {
             break;
@@ -172,7 +191,7 @@ fn capture_iovecs(
         let Ok(v) = (unsafe { bpf_probe_read_user((iov as *const Iovec).wrapping_add(i)) }) else {
             break;
         };
-        if !capture(pid_tgid, fd, state, source, v.base, v.len) {
+        if !capture(w.pid_tgid, w.fd, w.state, source, v.base, v.len) {
             break;
         }
     }
@@ -181,20 +200,9 @@ fn capture_iovecs(
 /// `ssize_t writev(int fd, const struct iovec *iov, int iovcnt)`
 #[tracepoint]
 pub fn sys_enter_writev(ctx: TracePointContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: stable syscall tracepoint layout.
-    let Ok(fd) = (unsafe { ctx.read_at::<u64>(ARG0) }) else {
-        return 0;
-    };
-    let Some((_, state)) = capturing(pid_tgid, fd) else {
-        return 0;
-    };
-    // SAFETY: as above.
-    let (Ok(iov), Ok(count)) = (unsafe { (ctx.read_at::<u64>(ARG1), ctx.read_at::<u64>(ARG2)) })
-    else {
-        return 0;
-    };
-    capture_iovecs(pid_tgid, fd, state, payload_source::WRITEV, iov, count);
+    if let Some(w) = write_call(&ctx) {
+        capture_iovecs(&w, payload_source::WRITEV, w.arg1, w.arg2);
+    }
     0
 }
 
@@ -211,29 +219,12 @@ struct MsgHdr {
 /// `ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)`
 #[tracepoint]
 pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: stable syscall tracepoint layout.
-    let Ok(fd) = (unsafe { ctx.read_at::<u64>(ARG0) }) else {
-        return 0;
-    };
-    let Some((_, state)) = capturing(pid_tgid, fd) else {
-        return 0;
-    };
-    // SAFETY: as above; the header is read with a faulting-safe helper.
-    let Ok(msg) = (unsafe { ctx.read_at::<u64>(ARG1) }) else {
-        return 0;
-    };
-    let Ok(hdr) = (unsafe { bpf_probe_read_user(msg as *const MsgHdr) }) else {
-        return 0;
-    };
-    capture_iovecs(
-        pid_tgid,
-        fd,
-        state,
-        payload_source::SENDMSG,
-        hdr.iov,
-        hdr.iovlen,
-    );
+    if let Some(w) = write_call(&ctx) {
+        // SAFETY: the header is read with a faulting-safe helper.
+        if let Ok(hdr) = unsafe { bpf_probe_read_user(w.arg1 as *const MsgHdr) } {
+            capture_iovecs(&w, payload_source::SENDMSG, hdr.iov, hdr.iovlen);
+        }
+    }
     0
 }
 
