@@ -2,6 +2,7 @@
 use std::{
     io::{IsTerminal as _, Write},
     path::PathBuf,
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -148,12 +149,19 @@ impl Session {
         Ok(())
     }
 
-    fn env_bypass(&mut self, pid: u32, bypass: EnvBypass) -> anyhow::Result<()> {
+    /// One analyzer step, with process details looked up as it needs them, then its output.
+    fn analyze(
+        &mut self,
+        step: impl FnOnce(&mut Analyzer, &mut dyn FnMut(u32) -> Arc<ProcessInfo>, &mut Out),
+    ) -> anyhow::Result<()> {
         let tracker = &mut self.tracker;
         let mut process = |pid: u32| tracker.process(pid, "");
-        self.analyzer
-            .env_bypass(pid, bypass, SystemTime::now(), &mut process, &mut self.out);
+        step(&mut self.analyzer, &mut process, &mut self.out);
         self.drain()
+    }
+
+    fn env_bypass(&mut self, pid: u32, bypass: EnvBypass) -> anyhow::Result<()> {
+        self.analyze(|a, process, out| a.env_bypass(pid, bypass, SystemTime::now(), process, out))
     }
 
     fn discover(&mut self, pid: u32, process: &ProcessInfo) -> anyhow::Result<()> {
@@ -188,18 +196,11 @@ impl Session {
             }
             RawEvent::Payload(p) => {
                 let time = self.clock.at(p.ktime_ns);
-                let tracker = &mut self.tracker;
-                let mut process = |pid: u32| tracker.process(pid, "");
-                self.analyzer.payload(&p, time, &mut process, &mut self.out);
-                self.drain()?;
+                self.analyze(|a, process, out| a.payload(&p, time, process, out))?;
             }
             RawEvent::SocketClose(c) => {
                 let time = self.clock.at(c.ktime_ns);
-                let tracker = &mut self.tracker;
-                let mut process = |pid: u32| tracker.process(pid, "");
-                self.analyzer
-                    .socket_close(c.tgid, c.fd, time, &mut process, &mut self.out);
-                self.drain()?;
+                self.analyze(|a, process, out| a.socket_close(c.tgid, c.fd, time, process, out))?;
             }
             RawEvent::Exec(e) => {
                 if let Some(target) =
@@ -211,11 +212,7 @@ impl Session {
             }
             RawEvent::Exit(e) => {
                 let time = self.clock.at(e.ktime_ns);
-                let tracker = &mut self.tracker;
-                let mut process = |pid: u32| tracker.process(pid, "");
-                self.analyzer
-                    .process_exit(e.tgid, time, &mut process, &mut self.out);
-                self.drain()?;
+                self.analyze(|a, process, out| a.process_exit(e.tgid, time, process, out))?;
                 self.tracker.on_exit(e.tgid);
             }
             RawEvent::Tls(t) => {
@@ -223,12 +220,11 @@ impl Session {
                 let library = self
                     .tls_probes
                     .library(t.library)
-                    .map(|l| (l.path.as_str(), l.kind));
-                let tracker = &mut self.tracker;
-                let mut process = |pid: u32| tracker.process(pid, "");
-                self.analyzer
-                    .tls(&t, library, time, &mut process, &mut self.out);
-                self.drain()?;
+                    .map(|l| (l.path.clone(), l.kind));
+                self.analyze(|a, process, out| {
+                    let library = library.as_ref().map(|(path, kind)| (path.as_str(), *kind));
+                    a.tls(&t, library, time, process, out)
+                })?;
             }
             RawEvent::Cert(c) => {
                 let time = self.clock.at(c.ktime_ns);

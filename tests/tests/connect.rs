@@ -212,19 +212,32 @@ s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
 s.close()
 "#;
 
+/// Two identical clients exist before the monitor starts; `select` gets the first one's pid and
+/// returns the monitor arguments that select it. Both then connect to the upstream.
+/// Returns what the monitor printed and the two pids (selected, other).
+fn one_selected_of_two(
+    up: &Upstream,
+    select: impl FnOnce(u32) -> Vec<String>,
+) -> (egress_monitor_tests::Run, u32, u32) {
+    let port = PORT.to_string();
+    let selected = Waiting::spawn(python(PY_WAIT_THEN_CONNECT).args([up.v4, &port]));
+    let other = Waiting::spawn(python(PY_WAIT_THEN_CONNECT).args([up.v4, &port]));
+    let pids = (selected.pid(), other.pid());
+    let args = select(pids.0);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let monitor = Monitor::start(&args);
+    assert!(selected.release().status.success());
+    assert!(other.release().status.success());
+    (monitor.stop(), pids.0, pids.1)
+}
+
 #[test]
 fn pid_mode_sees_only_that_process() {
     let _s = serial();
     let up = Upstream::create().unwrap();
     up.tcp_server(PORT);
-    let port = PORT.to_string();
-    let watched = Waiting::spawn(python(PY_WAIT_THEN_CONNECT).args([up.v4, &port]));
-    let other = Waiting::spawn(python(PY_WAIT_THEN_CONNECT).args([up.v4, &port]));
-    let (watched_pid, other_pid) = (watched.pid(), other.pid());
-    let monitor = Monitor::start(&["--pid", &watched_pid.to_string()]);
-    assert!(watched.release().status.success());
-    assert!(other.release().status.success());
-    let run = monitor.stop();
+    let (run, watched_pid, other_pid) =
+        one_selected_of_two(&up, |watched| vec!["--pid".into(), watched.to_string()]);
     assert_connect(
         one_connect(&run, watched_pid),
         "ipv4",
@@ -297,15 +310,10 @@ fn cgroup_mode_selects_processes_in_the_cgroup() {
     let up = Upstream::create().unwrap();
     up.tcp_server(PORT);
     let cgroup = TestCgroup::create();
-    let port = PORT.to_string();
-    let inside = Waiting::spawn(python(PY_WAIT_THEN_CONNECT).args([up.v4, &port]));
-    let outside = Waiting::spawn(python(PY_WAIT_THEN_CONNECT).args([up.v4, &port]));
-    cgroup.adopt(inside.pid());
-    let (inside_pid, outside_pid) = (inside.pid(), outside.pid());
-    let monitor = Monitor::start(&["--cgroup", cgroup.0.to_str().unwrap()]);
-    assert!(inside.release().status.success());
-    assert!(outside.release().status.success());
-    let run = monitor.stop();
+    let (run, inside_pid, outside_pid) = one_selected_of_two(&up, |inside| {
+        cgroup.adopt(inside);
+        vec!["--cgroup".into(), cgroup.0.to_str().unwrap().into()]
+    });
     assert_connect(
         one_connect(&run, inside_pid),
         "ipv4",

@@ -36,10 +36,7 @@ impl Connections {
         self.last_on_thread.retain(|k, _| k.0 != pid);
     }
 
-    pub fn len(&self) -> usize {
-        self.by_fd.len()
-    }
-
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.by_fd.is_empty()
     }

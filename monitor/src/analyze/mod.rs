@@ -223,19 +223,26 @@ impl Analyzer {
         self.conns.close(pid, fd);
     }
 
-    /// Connect events held longer than [`CONNECT_HOLD`] go out without a hostname.
-    pub fn tick(&mut self, now: SystemTime, out: &mut Out) {
-        let due: Vec<(u32, i32)> = self
+    /// Release, oldest first and without a hostname, the held connect events `pick` selects.
+    fn release_held(&mut self, pick: impl Fn(&(u32, i32), &Event) -> bool, out: &mut Out) {
+        let mut due: Vec<(SystemTime, (u32, i32))> = self
             .held
             .iter()
-            .filter(|(_, e)| now.duration_since(e.time).unwrap_or_default() >= CONNECT_HOLD)
-            .map(|(k, _)| *k)
+            .filter(|(k, e)| pick(k, e))
+            .map(|(k, e)| (e.time, *k))
             .collect();
-        let mut due = due;
-        due.sort_by_key(|k| self.held[k].time);
-        for (pid, fd) in due {
+        due.sort();
+        for (_, (pid, fd)) in due {
             self.release(pid, fd, None, out);
         }
+    }
+
+    /// Connect events held longer than [`CONNECT_HOLD`] go out without a hostname.
+    pub fn tick(&mut self, now: SystemTime, out: &mut Out) {
+        self.release_held(
+            |_, e| now.duration_since(e.time).unwrap_or_default() >= CONNECT_HOLD,
+            out,
+        );
     }
 
     /// An OpenSSL call. `library`: path and kind of the library the probe sits in.
@@ -291,15 +298,7 @@ impl Analyzer {
         for (fd, verdict) in self.plaintext.process_exit(pid) {
             self.plaintext_verdict(pid, fd, verdict, time, process, out);
         }
-        let fds: Vec<i32> = self
-            .held
-            .keys()
-            .filter(|k| k.0 == pid)
-            .map(|k| k.1)
-            .collect();
-        for fd in fds {
-            self.release(pid, fd, None, out);
-        }
+        self.release_held(|k, _| k.0 == pid, out);
         for f in self.dedup.flush() {
             out.records.push(Record::Finding(f));
         }
@@ -309,11 +308,7 @@ impl Analyzer {
 
     /// At shutdown: every held event, then findings whose count grew.
     pub fn finish(&mut self, out: &mut Out) {
-        let mut held: Vec<(u32, i32)> = self.held.keys().copied().collect();
-        held.sort_by_key(|k| self.held[k].time);
-        for (pid, fd) in held {
-            self.release(pid, fd, None, out);
-        }
+        self.release_held(|_, _| true, out);
         self.flush(out);
     }
 
