@@ -1,9 +1,10 @@
 //! Project tasks: `cargo xtask setup | build | run | test | bench`.
 //!
 //! `setup` makes a fresh machine of the project's kind ready (nightly rust-src, a bpf-linker built
-//! against nightly's own LLVM, the Debian packages and npm packages the tests use) and is quick
-//! when everything is already there. `test` runs setup, the lints, the unit tests and the
-//! real-kernel end-to-end tests.
+//! against nightly's own LLVM, the Debian packages of every command the tests and the bench run,
+//! listed in `packages.rs`, and the npm and PyPI packages of the test clients) and is quick when
+//! everything is already there. `test` runs setup, the lints, the unit tests and the real-kernel
+//! end-to-end tests, after checking that every command they run is there; `bench` checks its own.
 use std::{
     env,
     ffi::OsString,
@@ -15,6 +16,9 @@ use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod packages;
+#[cfg(test)]
+mod source_scan;
 
 #[derive(Parser)]
 #[command(name = "xtask")]
@@ -55,21 +59,6 @@ enum Task {
         rate: Option<u64>,
     },
 }
-
-/// Debian packages the end-to-end tests use (real clients and servers).
-const DEBIAN_PACKAGES: &[&str] = &[
-    "ca-certificates",
-    "curl",
-    "iproute2",
-    "nginx",
-    "openssl",
-    "wrk",
-];
-
-/// Commands the tests need and the Debian package that provides each when it is missing
-/// (Node may come from NodeSource instead, whose `nodejs` bundles npm and conflicts with
-/// Debian's `npm`: only install what is really absent).
-const COMMANDS: &[(&str, &str)] = &[("node", "nodejs"), ("npm", "npm"), ("python3", "python3")];
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -221,49 +210,31 @@ fn ensure_bpf_linker(sysroot: &Path, llvm_major: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn has_command(name: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
+/// The Debian packages of every command the tests and the bench run that is missing here
+/// (`packages::TOOLS`), in one `apt-get install`; nothing at all when none is.
 fn ensure_debian_packages() -> anyhow::Result<()> {
-    let mut missing: Vec<&str> = DEBIAN_PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| {
-            !Command::new("dpkg-query")
-                .args(["-W", "-f=${Status}", p])
-                .output()
-                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-        })
-        .collect();
-    for (command, package) in COMMANDS {
-        if !has_command(command) && !missing.contains(package) {
-            missing.push(package);
+    let needed = |u: packages::Use| u.now();
+    let mut missing = packages::missing(needed);
+    if !is_root() {
+        // A user's PATH often lacks the sbin directories (`ip`, `nginx`, `runuser`); root's,
+        // which runs the tests and checks them again, has them.
+        missing.retain(|m| !matches!(m.problem, packages::Problem::OffPath(_)));
+        if missing.is_empty() {
+            return Ok(());
         }
+        bail!(
+            "{}",
+            packages::report("the end-to-end tests and the bench", &missing, false)
+        );
     }
     if missing.is_empty() {
         return Ok(());
     }
-    if !is_root() {
-        bail!(
-            "missing Debian packages {missing:?}; install them with: sudo apt-get install -y {}",
-            missing.join(" ")
-        );
+    let to_install = packages::packages(&missing);
+    if !to_install.is_empty() {
+        packages::install(&to_install)?;
     }
-    step(&format!(
-        "installing Debian packages: {}",
-        missing.join(" ")
-    ));
-    run(Command::new("apt-get")
-        .arg("update")
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+    packages::require("the end-to-end tests and the bench", needed)
 }
 
 /// npm packages for the Node test clients (the official MCP SDK), from the committed lock file.
@@ -366,6 +337,7 @@ fn test(root: &Path, filter: Option<String>) -> anyhow::Result<()> {
     step("unit tests");
     run(cargo(root).args(["test", "--workspace", "--exclude", "egress-monitor-tests"]))?;
     let bin = build(root, false)?;
+    packages::require("the end-to-end tests", packages::Use::tests)?;
     step("real-kernel end-to-end tests");
     let mut cmd = cargo(root);
     cmd.args(["test", "--package", "egress-monitor-tests", "--"])
@@ -399,6 +371,7 @@ fn main() -> anyhow::Result<()> {
             if !is_root() {
                 bail!("the benchmark loads eBPF programs and creates a network namespace: run as root");
             }
+            packages::require("the bench", packages::Use::bench)?;
             setup(&root, false)?;
             let bin = build(&root, true)?;
             bench::run(&root, &bin, &env::current_exe()?)
