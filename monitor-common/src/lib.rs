@@ -6,7 +6,7 @@
 //!
 //! ```
 //! use monitor_common::{EventHeader, EventKind};
-//! let header = EventHeader::new(EventKind::Connect, 42, 43, 1_000);
+//! let header = EventHeader::new(EventKind::Connect, 42, 43, 1_000, 7);
 //! assert_eq!(EventKind::from_u32(header.kind), Some(EventKind::Connect));
 //! ```
 #![no_std]
@@ -31,8 +31,11 @@ pub enum EventKind {
     SetEnv = 7,
     /// Bytes a targeted process wrote to a TCP socket it connected ([`PayloadEvent`]).
     Payload = 8,
-    /// A socket whose payload was still being captured was closed.
+    /// A tracked TCP socket was closed by its process, or ended ([`SocketCloseEvent`]).
     SocketClose = 9,
+    /// The outcome of a non-blocking connect, known after the syscall returned
+    /// ([`ConnectResultEvent`]).
+    ConnectResult = 10,
 }
 
 impl EventKind {
@@ -47,6 +50,7 @@ impl EventKind {
             7 => Self::SetEnv,
             8 => Self::Payload,
             9 => Self::SocketClose,
+            10 => Self::ConnectResult,
             _ => return None,
         })
     }
@@ -59,24 +63,33 @@ pub struct EventHeader {
     pub kind: u32,
     /// Process id (thread-group id).
     pub tgid: u32,
-    /// Thread id.
+    /// Thread id (0 for records written outside the process, e.g. from a TCP state change).
     pub tid: u32,
     pub _pad: u32,
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the event was recorded.
     pub ktime_ns: u64,
+    /// Start time of the process (its thread-group leader) in clock ticks since boot, as
+    /// `/proc/PID/stat` field 22 shows it; 0 when the kernel offsets were unavailable. With
+    /// `tgid` it names one process for its whole life: a reused pid has another start time.
+    pub start: u64,
 }
 
 impl EventHeader {
-    pub const fn new(kind: EventKind, tgid: u32, tid: u32, ktime_ns: u64) -> Self {
+    pub const fn new(kind: EventKind, tgid: u32, tid: u32, ktime_ns: u64, start: u64) -> Self {
         Self {
             kind: kind as u32,
             tgid,
             tid,
             _pad: 0,
             ktime_ns,
+            start,
         }
     }
 }
+
+/// `/proc/PID/stat` counts start times in `USER_HZ` ticks (100 per second on every Linux
+/// architecture); the kernel keeps nanoseconds.
+pub const NSEC_PER_TICK: u64 = 1_000_000_000 / 100;
 
 pub const COMM_LEN: usize = 16;
 pub const AF_INET: u16 = 2;
@@ -104,6 +117,29 @@ pub struct ConnectEvent {
     /// Destination address: 4 bytes for IPv4, 16 for IPv6 (network byte order).
     pub addr: [u8; 16],
     pub comm: [u8; COMM_LEN],
+    /// The kernel socket (`struct sock` address): names the connection for its whole life,
+    /// whatever happens to the descriptor. 0 when the socket is not tracked (UDP, map full).
+    pub sock: u64,
+    /// What became of a connect that returned `-EINPROGRESS` while the syscall ran:
+    /// [`OUTCOME_PENDING`], 0 (established) or a negative errno.
+    pub outcome: i32,
+    pub _pad2: u32,
+}
+
+/// `outcome` of a non-blocking connect still under way.
+pub const OUTCOME_PENDING: i32 = 1;
+
+/// The outcome of a non-blocking connect, learned from the TCP state machine after the
+/// syscall returned `-EINPROGRESS`. Written outside the process: `header.tid` is 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectResultEvent {
+    pub header: EventHeader,
+    pub sock: u64,
+    pub fd: i32,
+    /// 0 (established) or a negative errno (`-ECONNREFUSED`, `-ETIMEDOUT`, ...;
+    /// `-ECONNABORTED` when the process closed the socket before it was established).
+    pub result: i32,
 }
 
 pub const EXEC_FILENAME_LEN: usize = 256;
@@ -122,11 +158,15 @@ pub struct ExecEvent {
     pub filename: [u8; EXEC_FILENAME_LEN],
 }
 
-/// A targeted process exited (its thread-group leader ended).
+/// A targeted process exited (its thread-group leader ended), or one of its threads that
+/// left per-thread state did.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ExitEvent {
     pub header: EventHeader,
+    /// Non-zero when only the thread `header.tid` ended, not the process.
+    pub thread: u32,
+    pub _pad: u32,
 }
 
 /// Which OpenSSL call a [`TlsEvent`] reports. The field meanings per call are given in
@@ -170,12 +210,14 @@ pub enum TlsCall {
     ReadData = 18,
     /// First `SSL_read`/`SSL_write` on a session the monitor never saw created [ssl].
     UnknownSession = 19,
+    /// `SSL_CTX_free(ctx)` [ctx].
+    CtxFree = 20,
 }
 
 impl TlsCall {
     pub fn from_u32(value: u32) -> Option<Self> {
         use TlsCall::*;
-        const ALL: [TlsCall; 18] = [
+        const ALL: [TlsCall; 19] = [
             SslNew,
             SslFree,
             CtxSetVerify,
@@ -194,6 +236,7 @@ impl TlsCall {
             StoreCtxError,
             ReadData,
             UnknownSession,
+            CtxFree,
         ];
         ALL.into_iter().find(|c| *c as u32 == value)
     }
@@ -275,6 +318,9 @@ pub mod ssl_flags {
 
 pub const MAX_CERTS_PER_SESSION: u32 = 10;
 
+/// Size of the kernel programs' per-thread state (map `THREADS`; userspace only counts it).
+pub const THREAD_STATE_SIZE: usize = 120;
+
 /// Attach cookies are `library_index << COOKIE_HOOK_BITS | hook_index`.
 pub const COOKIE_HOOK_BITS: u32 = 8;
 
@@ -315,6 +361,8 @@ pub mod payload_source {
 #[derive(Clone, Copy, Debug)]
 pub struct PayloadEvent {
     pub header: EventHeader,
+    /// The kernel socket written to (see [`ConnectEvent::sock`]).
+    pub sock: u64,
     pub fd: i32,
     /// `payload_source::*`.
     pub source: u32,
@@ -326,41 +374,67 @@ pub struct PayloadEvent {
 }
 
 /// Fixed part of a [`PayloadEvent`] before `data`.
-pub const PAYLOAD_HEADER_LEN: usize = size_of::<EventHeader>() + 16;
+pub const PAYLOAD_HEADER_LEN: usize = size_of::<EventHeader>() + 24;
 
-/// A tracked socket that was still being captured got closed.
+/// A tracked TCP socket's process closed it (or shut down its sending side), or the
+/// connection ended. Written from the TCP state machine: `header` names the process that
+/// connected the socket, `header.tid` is 0.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct SocketCloseEvent {
     pub header: EventHeader,
+    pub sock: u64,
+    /// The descriptor the socket was connected on.
     pub fd: i32,
-    pub _pad: u32,
+    /// Non-zero when its first bytes were still being captured (no verdict yet).
+    pub undecided: u32,
 }
 
-/// Key of the `SOCKETS` map: a socket of a process.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct SockKey {
-    pub tgid: u32,
-    pub fd: u32,
-}
-
-/// Capture state of a connected socket.
+/// Value of the `SOCKETS` map (key: the `struct sock` address): a TCP socket a target
+/// connected, from its connect until the kernel closes it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockState {
+    /// The process that connected it.
+    pub tgid: u32,
+    pub fd: i32,
+    /// [`EventHeader::start`] of that process.
+    pub start: u64,
     /// `sock_flags::*`.
     pub flags: u32,
     /// Bytes sent to userspace so far.
     pub captured: u32,
+    /// See [`ConnectEvent::outcome`].
+    pub outcome: i32,
+    pub _pad: u32,
 }
 
 pub mod sock_flags {
     /// Classified (TLS seen, verdict reached, or budget spent): writes are no longer copied.
     pub const DONE: u32 = 1;
+    /// The connect syscall has not returned yet.
+    pub const IN_CONNECT: u32 = 2;
+    /// The connect returned `-EINPROGRESS` and its outcome is still owed to userspace.
+    pub const AWAIT_OUTCOME: u32 = 4;
+    /// The connection ended while the connect syscall still ran (the syscall's exit reports it).
+    pub const CLOSED: u32 = 8;
+    /// Userspace was told that the process closed the socket.
+    pub const CLOSE_REPORTED: u32 = 16;
 }
 
-/// Value stored in the `TARGETS` map.
+/// Value of the `TARGETS` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TargetEntry {
+    /// `target::*`.
+    pub flags: u32,
+    pub _pad: u32,
+    /// Start time ([`EventHeader::start`]) of the process this entry means, or 0 when the
+    /// kernel added it for a live process itself (fork, exec). A process whose pid matches but
+    /// whose start time does not is someone else: a reused pid is never watched by mistake.
+    pub start: u64,
+}
+
 pub mod target {
     /// Chosen by userspace (pid, comm, cgroup, MCP discovery).
     pub const SELECTED: u32 = 1;
@@ -368,17 +442,19 @@ pub mod target {
     pub const INHERITED: u32 = 2;
 }
 
-/// Indexes of the per-CPU `DROPS` counter array.
+/// Indexes of the per-CPU `DROPS` counter array. Every map the programs insert into is a
+/// plain hash map (no LRU: an LRU map evicts silently), so a full map is a failed insert, and
+/// every failed insert is counted here.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Drop {
     /// The event ring buffer was full.
     RingBufFull = 0,
-    /// The per-thread pending-connect map was full.
-    PendingFull = 1,
-    /// The target set was full when a targeted process forked.
+    /// The per-thread state map (connect arguments, OpenSSL call arguments) was full.
+    ThreadStateFull = 1,
+    /// The target set was full when a targeted process forked or a `--comm` name exec'd.
     TargetsFull = 2,
-    /// A per-thread call-argument or per-session map update failed.
+    /// The per-session OpenSSL state map was full.
     TlsStateFull = 3,
     /// The tracked-socket map rejected a new socket.
     SocketsFull = 4,
@@ -387,7 +463,7 @@ pub enum Drop {
 impl Drop {
     pub const ALL: [Drop; 5] = [
         Drop::RingBufFull,
-        Drop::PendingFull,
+        Drop::ThreadStateFull,
         Drop::TargetsFull,
         Drop::TlsStateFull,
         Drop::SocketsFull,
@@ -397,7 +473,7 @@ impl Drop {
     pub const fn name(self) -> &'static str {
         match self {
             Drop::RingBufFull => "ringbuf_full",
-            Drop::PendingFull => "pending_connect_full",
+            Drop::ThreadStateFull => "thread_state_full",
             Drop::TargetsFull => "target_set_full",
             Drop::TlsStateFull => "tls_state_full",
             Drop::SocketsFull => "sockets_full",
@@ -407,12 +483,13 @@ impl Drop {
 
 /// Kernel struct member offsets resolved by userspace from BTF (`/sys/kernel/btf/vmlinux`) and
 /// handed to the programs as a read-only global. This is CO-RE done by hand: the kernel programs
-/// walk `current->files->fdt->fd[fd]->private_data` to read `socket->type` for a connecting fd,
-/// so the protocol comes from the kernel rather than being guessed from the port.
+/// walk `current->files->fdt->fd[fd]` to the socket behind a descriptor (its type, and its
+/// `struct sock`, which names the connection whatever happens to the descriptor), read a
+/// failed connection's `sk_err`, and read the start time of the current process.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelOffsets {
-    /// Zero when BTF was unavailable: programs then report `SOCK_TYPE_UNKNOWN`.
+    /// `offsets_valid::*` bits: which groups of offsets below could be resolved.
     pub valid: u32,
     pub task_files: u32,
     pub files_fdt: u32,
@@ -420,7 +497,20 @@ pub struct KernelOffsets {
     pub fdtable_fd: u32,
     pub file_private_data: u32,
     pub socket_type: u32,
+    pub file_inode: u32,
+    pub inode_mode: u32,
+    pub socket_sk: u32,
+    pub sock_err: u32,
+    pub task_group_leader: u32,
+    pub task_start_boottime: u32,
     pub _pad: u32,
+}
+
+pub mod offsets_valid {
+    /// descriptor -> file -> socket (type, `struct sock`), and `sock.sk_err`.
+    pub const SOCKET: u32 = 1;
+    /// `task_struct.group_leader` and `start_boottime` (process start times).
+    pub const START_TIME: u32 = 2;
 }
 
 /// Tracepoint field offsets that differ between kernels (read from tracefs `format` files).
@@ -431,6 +521,9 @@ pub struct TracepointOffsets {
     pub fork_child_pid: u32,
     /// `sched_process_exec.filename` (`__data_loc`).
     pub exec_filename: u32,
+    /// `sched_process_exit.group_dead` (kernels 6.16 and later), 0 when the field is absent.
+    pub exit_group_dead: u32,
+    pub _pad: u32,
 }
 
 #[cfg(feature = "user")]
@@ -441,6 +534,6 @@ mod user {
     unsafe impl aya::Pod for super::SslState {}
     unsafe impl aya::Pod for super::SslKey {}
     unsafe impl aya::Pod for super::TextRange {}
-    unsafe impl aya::Pod for super::SockKey {}
     unsafe impl aya::Pod for super::SockState {}
+    unsafe impl aya::Pod for super::TargetEntry {}
 }

@@ -1,11 +1,21 @@
-//! Maps and load-time globals shared by all probe families.
+//! Maps and load-time globals shared by all probe families, and the helpers every program uses:
+//! the target check, per-thread state, record headers and drop counters.
+//!
+//! Every map a program inserts into is a plain hash map, never LRU: an LRU map makes room by
+//! evicting silently, so a full map would lose state without a trace. Here an insert into a full
+//! map fails and is counted in `DROPS`, and every entry has an owner that removes it (the thread's
+//! exit, the socket's close, `SSL_free`, the process's exit swept by userspace).
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, RingBuf},
     Global,
 };
-use monitor_common::{Drop, EventHeader, EventKind, KernelOffsets, TracepointOffsets, COMM_LEN};
+use monitor_common::{
+    offsets_valid, Drop, EventHeader, EventKind, KernelOffsets, TargetEntry, TracepointOffsets,
+    COMM_LEN, NSEC_PER_TICK,
+};
 
 /// Non-zero: every process is a target (`--all`); the target set is not consulted.
 #[unsafe(no_mangle)]
@@ -25,6 +35,12 @@ pub static KERNEL_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     fdtable_fd: 0,
     file_private_data: 0,
     socket_type: 0,
+    file_inode: 0,
+    inode_mode: 0,
+    socket_sk: 0,
+    sock_err: 0,
+    task_group_leader: 0,
+    task_start_boottime: 0,
     _pad: 0,
 });
 
@@ -32,12 +48,14 @@ pub static KERNEL_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
 pub static TRACEPOINT_OFFSETS: Global<TracepointOffsets> = Global::new(TracepointOffsets {
     fork_child_pid: 20,
     exec_filename: 8,
+    exit_group_dead: 0,
+    _pad: 0,
 });
 
-/// Target set: tgid (or tid of a thread created by a targeted process) -> `target::*` flags.
+/// Target set: tgid (or tid of a thread created by a targeted process) -> who is meant.
 /// Userspace sizes it at load time.
 #[map]
-pub static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(65_536, 0);
+pub static TARGETS: HashMap<u32, TargetEntry> = HashMap::with_max_entries(65_536, 0);
 
 /// Task names selected with `--comm`: a process that execs into one is targeted in the kernel,
 /// before it runs a single instruction (userspace would be too late for a quick `curl`).
@@ -52,11 +70,58 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 #[map]
 pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Drop::COUNT, 0);
 
-/// Per-thread state carried from a syscall's entry to its exit (key: pid_tgid). LRU so that a
-/// thread killed inside a syscall cannot leak an entry forever.
+/// The destination of a `connect` in progress on one thread (entry to exit).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingConnect {
+    /// Non-zero while a connect of this thread is between entry and exit.
+    pub valid: u32,
+    pub fd: i32,
+    /// The `struct sock` tracked in `SOCKETS` for this connect, or 0.
+    pub sock: u64,
+    pub family: u16,
+    pub port: u16,
+    pub sock_type: u16,
+    pub _pad: u16,
+    pub addr: [u8; 16],
+}
+
+/// What a thread is doing in OpenSSL: the SSL object it last entered, and the text (code)
+/// range of the library that entered it, so certificate decoding called from that library (the
+/// server's chain) is told apart from the client loading its own trust store.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CurrentSsl {
+    /// 0: none.
+    pub ssl: u64,
+    /// `[text_lo, text_hi)`; both zero when the range is unknown (then every decode counts).
+    pub text_lo: u64,
+    pub text_hi: u64,
+}
+
+/// Arguments an entry probe keeps for its return probe, one slot per hooked function.
+pub const STASH_SLOTS: usize = 5;
+
+/// Everything the programs remember about one thread of a targeted process, in one entry that
+/// the thread's exit removes: nothing per thread outlives it, whatever the thread was doing.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ThreadState {
+    pub connect: PendingConnect,
+    /// Descriptor of an executable `mmap` between entry and exit (valid when `mmap_valid`).
+    pub mmap_fd: i64,
+    pub mmap_valid: u32,
+    /// Bit `i` set: `stash[i]` holds an argument for slot `i`'s return probe.
+    pub stash_valid: u32,
+    pub stash: [u64; STASH_SLOTS],
+    pub current: CurrentSsl,
+}
+
+const _: () = assert!(size_of::<ThreadState>() == monitor_common::THREAD_STATE_SIZE);
+
+/// pid_tgid -> [`ThreadState`], for threads of targeted processes only.
 #[map]
-pub static PENDING_CONNECTS: LruHashMap<u64, crate::probes::connect::PendingConnect> =
-    LruHashMap::with_max_entries(16_384, 0);
+pub static THREADS: HashMap<u64, ThreadState> = HashMap::with_max_entries(16_384, 0);
 
 #[inline(always)]
 pub fn filter_all() -> bool {
@@ -68,10 +133,58 @@ pub fn report_all_execs() -> bool {
     REPORT_ALL_EXECS.load() != 0
 }
 
-/// The one check every program makes first. Untargeted processes pay exactly one lookup.
+#[inline(always)]
+unsafe fn read_ptr(base: *const u8, offset: u32) -> Result<*const u8, i32> {
+    if base.is_null() {
+        return Err(0);
+    }
+    // SAFETY: bpf_probe_read_kernel faults safely on bad addresses.
+    unsafe { bpf_probe_read_kernel(base.add(offset as usize) as *const *const u8) }
+}
+
+/// Start time of the current process (its thread-group leader), in `/proc/PID/stat` ticks;
+/// 0 when the offsets are unknown.
+#[inline(always)]
+pub fn current_start() -> u64 {
+    let offsets = KERNEL_OFFSETS.load();
+    if offsets.valid & offsets_valid::START_TIME == 0 {
+        return 0;
+    }
+    // SAFETY: every dereference goes through bpf_probe_read_kernel, which faults safely.
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let Ok(leader) = read_ptr(task, offsets.task_group_leader) else {
+            return 0;
+        };
+        if leader.is_null() {
+            return 0;
+        }
+        let ns: u64 =
+            bpf_probe_read_kernel(leader.add(offsets.task_start_boottime as usize) as *const u64)
+                .unwrap_or(0);
+        ns / NSEC_PER_TICK
+    }
+}
+
+/// The one check every program makes first. Untargeted processes pay exactly one lookup; a
+/// targeted one also proves it is the process userspace meant (same start time), so a pid
+/// that was reused after a missed exit is never watched by mistake.
 #[inline(always)]
 pub fn is_targeted(tgid: u32) -> bool {
-    filter_all() || TARGETS.get_ptr(tgid).is_some()
+    if filter_all() {
+        return true;
+    }
+    let Some(entry) = TARGETS.get_ptr(tgid) else {
+        return false;
+    };
+    // SAFETY: map value pointer.
+    let start = unsafe { (*entry).start };
+    if start == 0 || start == current_start() {
+        return true;
+    }
+    // Someone else now has this pid: the entry is stale.
+    let _ = TARGETS.remove(tgid);
+    false
 }
 
 #[inline(always)]
@@ -82,11 +195,27 @@ pub fn count_drop(reason: Drop) {
     }
 }
 
+/// Header of a record about the current thread.
 #[inline(always)]
 pub fn header(kind: EventKind, pid_tgid: u64) -> EventHeader {
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    EventHeader::new(kind, (pid_tgid >> 32) as u32, pid_tgid as u32, now)
+    EventHeader::new(
+        kind,
+        (pid_tgid >> 32) as u32,
+        pid_tgid as u32,
+        now,
+        current_start(),
+    )
+}
+
+/// Header of a record about a process written outside its context (a TCP state change runs in
+/// whatever context the packet arrived in).
+#[inline(always)]
+pub fn header_for(kind: EventKind, tgid: u32, start: u64) -> EventHeader {
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    EventHeader::new(kind, tgid, 0, now, start)
 }
 
 /// Reserve a ring-buffer slot for `T`, counting a drop when the buffer is full.
@@ -97,4 +226,100 @@ pub fn reserve<T: 'static>() -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<T>
         count_drop(Drop::RingBufFull);
     }
     entry
+}
+
+/// This thread's state, if it has any.
+#[inline(always)]
+pub fn thread(pid_tgid: u64) -> Option<*mut ThreadState> {
+    THREADS.get_ptr_mut(pid_tgid)
+}
+
+/// This thread's state, created empty on first use (a full map is counted and `None`).
+#[inline(always)]
+pub fn thread_or_insert(pid_tgid: u64) -> Option<*mut ThreadState> {
+    if let Some(state) = THREADS.get_ptr_mut(pid_tgid) {
+        return Some(state);
+    }
+    let empty = ThreadState {
+        connect: PendingConnect {
+            valid: 0,
+            fd: 0,
+            sock: 0,
+            family: 0,
+            port: 0,
+            sock_type: 0,
+            _pad: 0,
+            addr: [0; 16],
+        },
+        mmap_fd: 0,
+        mmap_valid: 0,
+        stash_valid: 0,
+        stash: [0; STASH_SLOTS],
+        current: CurrentSsl {
+            ssl: 0,
+            text_lo: 0,
+            text_hi: 0,
+        },
+    };
+    if THREADS.insert(pid_tgid, empty, BPF_NOEXIST as u64).is_err() {
+        // Either the map is full, or (never, in practice) the thread raced itself.
+        if THREADS.get_ptr_mut(pid_tgid).is_none() {
+            count_drop(Drop::ThreadStateFull);
+            return None;
+        }
+    }
+    THREADS.get_ptr_mut(pid_tgid)
+}
+
+/// The socket behind descriptor `fd` of the current process: its `struct sock` and type, or
+/// `None` when `fd` is not a socket (or the offsets are unknown). Reads the descriptor table of
+/// the current task, which cannot go away while the task runs.
+#[inline(always)]
+pub fn fd_socket(fd: i32) -> Option<(u64, u16)> {
+    let offsets = KERNEL_OFFSETS.load();
+    if offsets.valid & offsets_valid::SOCKET == 0 || fd < 0 {
+        return None;
+    }
+    const S_IFMT: u16 = 0o170000;
+    const S_IFSOCK: u16 = 0o140000;
+    // SAFETY: every dereference goes through bpf_probe_read_kernel, which faults safely.
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let files = read_ptr(task, offsets.task_files).ok()?;
+        let fdt = read_ptr(files, offsets.files_fdt).ok()?;
+        let max_fds: u32 =
+            bpf_probe_read_kernel(fdt.add(offsets.fdtable_max_fds as usize) as *const u32).ok()?;
+        if fd as u32 >= max_fds {
+            return None;
+        }
+        let fd_array = read_ptr(fdt, offsets.fdtable_fd).ok()?;
+        let file: *const u8 =
+            bpf_probe_read_kernel(fd_array.add(fd as usize * 8) as *const *const u8).ok()?;
+        // Only a socket's file has a socket behind `private_data`.
+        let inode = read_ptr(file, offsets.file_inode).ok()?;
+        let mode: u16 =
+            bpf_probe_read_kernel(inode.add(offsets.inode_mode as usize) as *const u16).ok()?;
+        if mode & S_IFMT != S_IFSOCK {
+            return None;
+        }
+        let socket = read_ptr(file, offsets.file_private_data).ok()?;
+        let sock_type: i16 =
+            bpf_probe_read_kernel(socket.add(offsets.socket_type as usize) as *const i16).ok()?;
+        let sk = read_ptr(socket, offsets.socket_sk).ok()? as u64;
+        (sk != 0).then_some((sk, sock_type as u16))
+    }
+}
+
+/// `sk->sk_err` of a kernel socket (the errno a failed connection reports), 0 when unknown.
+#[inline(always)]
+pub fn sock_error(sk: u64) -> i32 {
+    let offsets = KERNEL_OFFSETS.load();
+    if offsets.valid & offsets_valid::SOCKET == 0 || sk == 0 {
+        return 0;
+    }
+    // SAFETY: faulting-safe read of a kernel address the tracepoint handed us.
+    unsafe {
+        bpf_probe_read_kernel((sk as *const u8).add(offsets.sock_err as usize) as *const i32)
+            .unwrap_or(0)
+    }
 }

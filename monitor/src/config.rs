@@ -13,6 +13,14 @@
 //! # Key for secret fingerprints (64 hex digits). Default: random per start, so fingerprints
 //! # only match within one run; set it to match them across runs and hosts.
 //! fingerprint_key = "00112233..."
+//!
+//! [redaction]
+//! # Inline code on command lines (`node -e ...`, `python -c ...`, `sh -c ...`) is shown as
+//! # `<inline code: N bytes, hmac-sha256:...>` by default: code often embeds credentials in
+//! # forms no rule recognises. `true` shows it, with the secrets that are recognised (quoted
+//! # values after secret names, bearer tokens, token shapes, the command-line rules for shell
+//! # code) still replaced by `<redacted>`.
+//! show_inline_code = false
 //! ```
 use std::path::{Path, PathBuf};
 
@@ -26,6 +34,18 @@ pub struct Config {
     pub tls: TlsConfig,
     #[serde(default)]
     pub plaintext: PlaintextConfig,
+    #[serde(default)]
+    pub redaction: RedactionConfig,
+}
+
+/// How command lines are shown (`detect::cmdline::CmdlineRedactor`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactionConfig {
+    /// Show interpreters' inline code (secrets in it still replaced) instead of its length and
+    /// fingerprint.
+    #[serde(default)]
+    pub show_inline_code: bool,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -98,6 +118,8 @@ ca_files = ["/etc/ssl/internal-ca.pem"]
 api_key_headers = ["X-Internal-Token"]
 auth_hosts = ['^auth\.internal$']
 fingerprint_key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+[redaction]
+show_inline_code = true
 "#,
         )
         .unwrap();
@@ -107,7 +129,19 @@ fingerprint_key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1
         );
         assert_eq!(c.plaintext.api_key_headers, vec!["X-Internal-Token"]);
         assert_eq!(c.fingerprint_key().unwrap().unwrap()[31], 0x1f);
-        assert!(Config::parse("").unwrap().tls.ca_files.is_empty());
+        assert!(c.redaction.show_inline_code);
+        let empty = Config::parse("").unwrap();
+        assert!(empty.tls.ca_files.is_empty());
+        assert!(
+            !empty.redaction.show_inline_code,
+            "inline code is hidden by default"
+        );
+        assert!(
+            !Config::parse("[redaction]\n")
+                .unwrap()
+                .redaction
+                .show_inline_code
+        );
     }
 
     #[test]
@@ -116,5 +150,9 @@ fingerprint_key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1
         assert!(format!("{err:#}").contains("ca_file"), "{err:#}");
         let err = Config::parse("[plaintext]\nfingerprint_key = \"abc\"\n").unwrap_err();
         assert!(format!("{err:#}").contains("64 hex digits"), "{err:#}");
+        let err = Config::parse("[redaction]\nshow_code = true\n").unwrap_err();
+        assert!(format!("{err:#}").contains("show_code"), "{err:#}");
+        let err = Config::parse("[redaction]\nshow_inline_code = \"yes\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("show_inline_code"), "{err:#}");
     }
 }

@@ -3,9 +3,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use monitor_common::{
-    CertEvent, ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, MmapExecEvent,
-    PayloadEvent, SetEnvEvent, SocketCloseEvent, TlsCall, TlsEvent, AF_INET, AF_INET6, CERT_MAX,
-    COMM_LEN, PAYLOAD_HEADER_LEN, PAYLOAD_MAX, SOCK_DGRAM, SOCK_STREAM, TLS_TEXT_LEN,
+    CertEvent, ConnectEvent, ConnectResultEvent, EventHeader, EventKind, ExecEvent, ExitEvent,
+    MmapExecEvent, PayloadEvent, SetEnvEvent, SocketCloseEvent, TlsCall, TlsEvent, AF_INET,
+    AF_INET6, CERT_MAX, COMM_LEN, OUTCOME_PENDING, PAYLOAD_HEADER_LEN, PAYLOAD_MAX, SOCK_DGRAM,
+    SOCK_STREAM, TLS_TEXT_LEN,
 };
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +75,8 @@ pub enum Protocol {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Connect {
     pub tgid: u32,
+    /// Start time of the process (see `monitor_common::EventHeader::start`).
+    pub start: u64,
     pub tid: u32,
     pub ktime_ns: u64,
     pub fd: i32,
@@ -86,11 +89,18 @@ pub struct Connect {
     pub ip: IpAddr,
     pub port: u16,
     pub comm: Comm,
+    /// The kernel socket (0: not tracked, e.g. UDP).
+    pub sock: u64,
+    /// For a non-blocking connect: what the kernel already knew when the syscall returned
+    /// (`None`: still in progress; `Some(0)`: established; `Some(-errno)`: failed).
+    pub outcome: Option<i32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exec {
     pub tgid: u32,
+    /// Start time of the process (see `monitor_common::EventHeader::start`).
+    pub start: u64,
     pub ktime_ns: u64,
     pub targeted: bool,
     pub comm: Comm,
@@ -100,7 +110,12 @@ pub struct Exec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exit {
     pub tgid: u32,
+    /// Start time of the process (see `monitor_common::EventHeader::start`).
+    pub start: u64,
+    pub tid: u32,
     pub ktime_ns: u64,
+    /// Only the thread `tid` ended, not the process.
+    pub thread_only: bool,
 }
 
 /// An OpenSSL call (see `monitor_common::TlsCall` for what `ssl`, `ptr2`, `value` and `text`
@@ -108,6 +123,8 @@ pub struct Exit {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tls {
     pub tgid: u32,
+    /// Start time of the process (see `monitor_common::EventHeader::start`).
+    pub start: u64,
     pub tid: u32,
     pub ktime_ns: u64,
     /// `monitor_common::TlsCall` as a number (checked by `decode`).
@@ -134,6 +151,8 @@ impl Tls {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cert {
     pub tgid: u32,
+    /// Start time of the process (see `monitor_common::EventHeader::start`).
+    pub start: u64,
     pub tid: u32,
     pub ktime_ns: u64,
     pub library: u32,
@@ -146,12 +165,16 @@ pub struct Cert {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MmapExec {
     pub tgid: u32,
+    /// Start time of the process (see `monitor_common::EventHeader::start`).
+    pub start: u64,
     pub ktime_ns: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetEnv {
     pub tgid: u32,
+    /// Start time of the process (see `monitor_common::EventHeader::start`).
+    pub start: u64,
     pub ktime_ns: u64,
     pub name: String,
     pub value: String,
@@ -161,8 +184,11 @@ pub struct SetEnv {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Payload {
     pub tgid: u32,
+    /// Start time of the process (see `monitor_common::EventHeader::start`).
+    pub start: u64,
     pub tid: u32,
     pub ktime_ns: u64,
+    pub sock: u64,
     pub fd: i32,
     /// `monitor_common::payload_source::*`.
     pub source: u32,
@@ -180,9 +206,28 @@ impl Payload {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SocketClose {
+    /// The process that connected the socket.
     pub tgid: u32,
+    /// Start time of the process (see `monitor_common::EventHeader::start`).
+    pub start: u64,
     pub ktime_ns: u64,
+    pub sock: u64,
     pub fd: i32,
+    /// Its first bytes were still being captured.
+    pub undecided: bool,
+}
+
+/// The outcome of a non-blocking connect, learned after the syscall returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectResult {
+    /// The process that connected the socket.
+    pub tgid: u32,
+    pub start: u64,
+    pub ktime_ns: u64,
+    pub sock: u64,
+    pub fd: i32,
+    /// 0 (established) or a negative errno.
+    pub result: i32,
 }
 
 /// One event from the kernel.
@@ -198,6 +243,41 @@ pub enum RawEvent {
     SetEnv(SetEnv),
     Payload(Payload),
     SocketClose(SocketClose),
+    ConnectResult(ConnectResult),
+}
+
+impl RawEvent {
+    /// The process the event is about: pid and start time.
+    pub fn process(&self) -> (u32, u64) {
+        match self {
+            RawEvent::Connect(e) => (e.tgid, e.start),
+            RawEvent::Exec(e) => (e.tgid, e.start),
+            RawEvent::Exit(e) => (e.tgid, e.start),
+            RawEvent::Tls(e) => (e.tgid, e.start),
+            RawEvent::Cert(e) => (e.tgid, e.start),
+            RawEvent::MmapExec(e) => (e.tgid, e.start),
+            RawEvent::SetEnv(e) => (e.tgid, e.start),
+            RawEvent::Payload(e) => (e.tgid, e.start),
+            RawEvent::SocketClose(e) => (e.tgid, e.start),
+            RawEvent::ConnectResult(e) => (e.tgid, e.start),
+        }
+    }
+
+    /// Kernel time of the event.
+    pub fn ktime_ns(&self) -> u64 {
+        match self {
+            RawEvent::Connect(e) => e.ktime_ns,
+            RawEvent::Exec(e) => e.ktime_ns,
+            RawEvent::Exit(e) => e.ktime_ns,
+            RawEvent::Tls(e) => e.ktime_ns,
+            RawEvent::Cert(e) => e.ktime_ns,
+            RawEvent::MmapExec(e) => e.ktime_ns,
+            RawEvent::SetEnv(e) => e.ktime_ns,
+            RawEvent::Payload(e) => e.ktime_ns,
+            RawEvent::SocketClose(e) => e.ktime_ns,
+            RawEvent::ConnectResult(e) => e.ktime_ns,
+        }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -255,6 +335,7 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
             };
             RawEvent::Connect(Connect {
                 tgid: e.header.tgid,
+                start: e.header.start,
                 tid: e.header.tid,
                 ktime_ns: e.header.ktime_ns,
                 fd: e.fd,
@@ -268,6 +349,8 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
                 ip,
                 port: e.port,
                 comm: Comm::new(e.comm),
+                sock: e.sock,
+                outcome: (e.outcome != OUTCOME_PENDING).then_some(e.outcome),
             })
         }
         EventKind::Exec => {
@@ -277,6 +360,7 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
             let name = name.split(|&b| b == 0).next().unwrap_or_default();
             RawEvent::Exec(Exec {
                 tgid: e.header.tgid,
+                start: e.header.start,
                 ktime_ns: e.header.ktime_ns,
                 targeted: e.targeted != 0,
                 comm: Comm::new(e.comm),
@@ -287,7 +371,10 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
             let e: ExitEvent = read(bytes, header.kind)?;
             RawEvent::Exit(Exit {
                 tgid: e.header.tgid,
+                start: e.header.start,
+                tid: e.header.tid,
                 ktime_ns: e.header.ktime_ns,
+                thread_only: e.thread != 0,
             })
         }
         EventKind::Tls => {
@@ -296,6 +383,7 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
             let len = (e.text_len as usize).min(TLS_TEXT_LEN);
             RawEvent::Tls(Tls {
                 tgid: e.header.tgid,
+                start: e.header.start,
                 tid: e.header.tid,
                 ktime_ns: e.header.ktime_ns,
                 call: e.call,
@@ -326,6 +414,7 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
             let copied = (der_len as usize).min(CERT_MAX);
             RawEvent::Cert(Cert {
                 tgid: header.tgid,
+                start: header.start,
                 tid: header.tid,
                 ktime_ns: header.ktime_ns,
                 library,
@@ -347,6 +436,8 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
                 u32::from_ne_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes"))
             };
             let fd = u32_at(std::mem::offset_of!(PayloadEvent, fd)) as i32;
+            let sock_at = std::mem::offset_of!(PayloadEvent, sock);
+            let sock = u64::from_ne_bytes(bytes[sock_at..sock_at + 8].try_into().expect("8 bytes"));
             let source = u32_at(std::mem::offset_of!(PayloadEvent, source));
             let len = u32_at(std::mem::offset_of!(PayloadEvent, len));
             let captured =
@@ -354,8 +445,10 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
             let end = (PAYLOAD_HEADER_LEN + captured).min(bytes.len());
             RawEvent::Payload(Payload {
                 tgid: header.tgid,
+                start: header.start,
                 tid: header.tid,
                 ktime_ns: header.ktime_ns,
+                sock,
                 fd,
                 source,
                 len,
@@ -366,14 +459,29 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
             let e: SocketCloseEvent = read(bytes, header.kind)?;
             RawEvent::SocketClose(SocketClose {
                 tgid: e.header.tgid,
+                start: e.header.start,
                 ktime_ns: e.header.ktime_ns,
+                sock: e.sock,
                 fd: e.fd,
+                undecided: e.undecided != 0,
+            })
+        }
+        EventKind::ConnectResult => {
+            let e: ConnectResultEvent = read(bytes, header.kind)?;
+            RawEvent::ConnectResult(ConnectResult {
+                tgid: e.header.tgid,
+                start: e.header.start,
+                ktime_ns: e.header.ktime_ns,
+                sock: e.sock,
+                fd: e.fd,
+                result: e.result,
             })
         }
         EventKind::MmapExec => {
             let e: MmapExecEvent = read(bytes, header.kind)?;
             RawEvent::MmapExec(MmapExec {
                 tgid: e.header.tgid,
+                start: e.header.start,
                 ktime_ns: e.header.ktime_ns,
             })
         }
@@ -386,6 +494,7 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
             };
             RawEvent::SetEnv(SetEnv {
                 tgid: e.header.tgid,
+                start: e.header.start,
                 ktime_ns: e.header.ktime_ns,
                 name: text(&e.name, e.name_len),
                 value: text(&e.value, e.value_len),
@@ -415,7 +524,7 @@ pub(crate) mod tests {
         let mut comm = [0u8; COMM_LEN];
         comm[..4].copy_from_slice(b"curl");
         ConnectEvent {
-            header: EventHeader::new(EventKind::Connect, 100, 101, 5_000),
+            header: EventHeader::new(EventKind::Connect, 100, 101, 5_000, 77),
             fd: 3,
             ret,
             family,
@@ -424,6 +533,9 @@ pub(crate) mod tests {
             _pad: 0,
             addr,
             comm,
+            sock: 0xffff_8880_1234_5678,
+            outcome: OUTCOME_PENDING,
+            _pad2: 0,
         }
     }
 
@@ -437,9 +549,10 @@ pub(crate) mod tests {
         };
         assert_eq!(c.ip, "10.203.0.2".parse::<IpAddr>().unwrap());
         assert_eq!(
-            (c.port, c.fd, c.ret, c.tgid, c.tid),
-            (443, 3, -115, 100, 101)
+            (c.port, c.fd, c.ret, c.tgid, c.tid, c.start),
+            (443, 3, -115, 100, 101, 77)
         );
+        assert_eq!((c.sock, c.outcome), (0xffff_8880_1234_5678, None));
         assert_eq!(c.family, Family::Ipv4);
         assert_eq!(c.protocol, Some(Protocol::Tcp));
         assert_eq!(c.comm.as_str(), "curl");
@@ -484,7 +597,7 @@ pub(crate) mod tests {
     #[test]
     fn decodes_exec_with_odd_filenames() {
         let mut e = ExecEvent {
-            header: EventHeader::new(EventKind::Exec, 7, 7, 1),
+            header: EventHeader::new(EventKind::Exec, 7, 7, 1, 0),
             targeted: 1,
             filename_len: 400, // longer than the buffer: clamped
             comm: [0; COMM_LEN],
@@ -505,7 +618,7 @@ pub(crate) mod tests {
     #[test]
     fn decodes_certificates_and_flags_truncation() {
         let mut e = Box::new(CertEvent {
-            header: EventHeader::new(EventKind::Cert, 9, 10, 3),
+            header: EventHeader::new(EventKind::Cert, 9, 10, 3, 0),
             library: 2,
             der_len: 5,
             ssl: 0xdead_beef,
@@ -533,7 +646,7 @@ pub(crate) mod tests {
     #[test]
     fn decodes_tls_calls_and_rejects_unknown_ones() {
         let mut e = TlsEvent {
-            header: EventHeader::new(EventKind::Tls, 1, 1, 1),
+            header: EventHeader::new(EventKind::Tls, 1, 1, 1, 0),
             call: TlsCall::SetSni as u32,
             library: 0,
             ssl: 7,
@@ -558,7 +671,8 @@ pub(crate) mod tests {
     #[test]
     fn decodes_variable_length_payloads() {
         let mut e = Box::new(PayloadEvent {
-            header: EventHeader::new(EventKind::Payload, 4, 5, 6),
+            header: EventHeader::new(EventKind::Payload, 4, 5, 6, 0),
+            sock: 9,
             fd: 7,
             source: monitor_common::payload_source::WRITEV,
             len: 100,
@@ -573,8 +687,8 @@ pub(crate) mod tests {
             panic!()
         };
         assert_eq!(
-            (p.fd, p.len, p.data.as_slice(), p.complete()),
-            (7, 100, &b"GET"[..], false)
+            (p.fd, p.sock, p.len, p.data.as_slice(), p.complete()),
+            (7, 9, 100, &b"GET"[..], false)
         );
         e.len = 3;
         let RawEvent::Payload(p) = decode(&as_bytes(&*e)[..PAYLOAD_HEADER_LEN + 3]).unwrap() else {

@@ -1,17 +1,48 @@
 //! `egress-monitor doctor`: what this kernel and machine support, what will and won't work, why.
 use std::io::Write;
 
-use crate::{output::Format, probes::caps};
+use crate::{
+    output::Format,
+    probes::caps::{self, Capability, KernelVersion},
+};
+
+/// The line under a capability that gives the first kernel providing it and how this one
+/// compares, so a missing capability reads as "upgrade the kernel" or as "configure it".
+fn kernel_line(c: &Capability, running: Option<KernelVersion>) -> String {
+    let Some(min) = c.min_kernel else {
+        return format!("min kernel: {}", c.min_kernel_for);
+    };
+    let mut line = format!("min kernel: {min} ({})", c.min_kernel_for);
+    if let Some(running) = running {
+        line.push_str(&match (c.kernel_meets_min, c.available) {
+            (Some(true), true) => format!("; this kernel {running} is recent enough"),
+            (Some(true), false) => format!(
+                "; this kernel {running} is recent enough, so its configuration or the \
+                 permissions are the cause"
+            ),
+            (Some(false), true) => {
+                format!("; this kernel {running} is older, but the check above passed")
+            }
+            (Some(false), false) => {
+                format!("; this kernel {running} is older: upgrade the kernel")
+            }
+            (None, _) => String::new(),
+        });
+    }
+    line
+}
 
 pub fn run(format: Format) -> anyhow::Result<bool> {
     let capabilities = caps::check();
     let ready = caps::missing_required(&capabilities).is_empty();
+    let running = KernelVersion::running();
     let mut out = std::io::stdout().lock();
     match format {
         Format::Json => {
             let doc = serde_json::json!({
                 "schema": crate::output::SCHEMA,
                 "kernel": caps::kernel_release(),
+                "kernel_version": running,
                 "ready": ready,
                 "capabilities": capabilities,
             });
@@ -32,6 +63,7 @@ pub fn run(format: Format) -> anyhow::Result<bool> {
                 };
                 writeln!(out, "  [{mark}] {:<width$}  {}", c.name, c.detail)?;
                 writeln!(out, "         {:<width$}  needed for: {}", "", c.needed_for)?;
+                writeln!(out, "         {:<width$}  {}", "", kernel_line(c, running))?;
                 if !c.available && !c.fix.is_empty() {
                     writeln!(out, "         {:<width$}  fix: {}", "", c.fix)?;
                 }
@@ -47,4 +79,52 @@ pub fn run(format: Format) -> anyhow::Result<bool> {
         }
     }
     Ok(ready)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probes::caps::since;
+
+    fn row(
+        available: bool,
+        min: Option<KernelVersion>,
+        running: &str,
+    ) -> (Capability, Option<KernelVersion>) {
+        let running = KernelVersion::parse(running);
+        let c = Capability {
+            name: "ring buffer",
+            available,
+            required: true,
+            detail: String::new(),
+            needed_for: "",
+            fix: "",
+            min_kernel: min,
+            min_kernel_for: "BPF_MAP_TYPE_RINGBUF",
+            kernel_meets_min: running.zip(min).map(|(r, m)| r >= m),
+        };
+        (c, running)
+    }
+
+    #[test]
+    fn kernel_line_compares_with_the_minimum() {
+        let line = |available, running| {
+            let (c, running) = row(available, Some(since::RINGBUF), running);
+            kernel_line(&c, running)
+        };
+        assert_eq!(
+            line(true, "6.18.44-fc-v669"),
+            "min kernel: 5.8 (BPF_MAP_TYPE_RINGBUF); this kernel 6.18.44 is recent enough"
+        );
+        assert!(line(false, "5.4.0-100-generic")
+            .ends_with("this kernel 5.4 is older: upgrade the kernel"));
+        assert!(line(false, "6.1.0").contains("configuration or the permissions"));
+        assert!(line(true, "4.18.0-553.el8").contains("older, but the check above passed"));
+        assert_eq!(
+            line(true, "weird"),
+            "min kernel: 5.8 (BPF_MAP_TYPE_RINGBUF)"
+        );
+        let (c, running) = row(true, None, "6.1.0");
+        assert_eq!(kernel_line(&c, running), "min kernel: BPF_MAP_TYPE_RINGBUF");
+    }
 }

@@ -346,10 +346,27 @@ fn monitor_bin() -> PathBuf {
     guess
 }
 
+/// How to start a monitor beyond its arguments.
+#[derive(Default)]
+pub struct Options<'a> {
+    /// Extra environment variables.
+    pub env: Vec<(&'a str, &'a str)>,
+    /// Keep only the output lines this accepts (the others are counted).
+    pub keep: Option<fn(&str) -> bool>,
+    /// The run writes to this file (`--output`): wait for the ready line there.
+    pub output: Option<PathBuf>,
+    /// Working directory of the monitor.
+    pub cwd: Option<PathBuf>,
+}
+
 /// A running monitor whose standard output (JSON lines by default on a pipe) is collected.
 pub struct Monitor {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// Lines the collector was told not to keep, counted.
+    skipped: Arc<std::sync::atomic::AtomicU64>,
+    /// The `--output` file, read back at the end.
+    output: Option<PathBuf>,
     reader: Option<thread::JoinHandle<()>>,
     stderr: Arc<Mutex<String>>,
 }
@@ -359,24 +376,56 @@ pub struct Run {
     pub lines: Vec<Value>,
     /// stdout and stderr verbatim (for secret searches and failure messages).
     pub raw: String,
+    /// Lines that were counted instead of kept (see [`Monitor::start_with`]).
+    pub skipped: u64,
+    /// How long the monitor took to exit after the stop signal.
+    pub exit_time: Duration,
 }
 
 impl Monitor {
     /// Start `egress-monitor run ARGS` and wait for its `ready` status line.
     pub fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(monitor_bin())
-            .arg("run")
+        Self::start_with(args, &[], |_| true)
+    }
+
+    /// Like [`Monitor::start`], with extra environment variables, keeping only the output
+    /// lines `keep` accepts (the others are counted: a flood test prints millions).
+    pub fn start_with(args: &[&str], env: &[(&str, &str)], keep: fn(&str) -> bool) -> Self {
+        Self::start_opts(
+            args,
+            Options {
+                env: env.to_vec(),
+                keep: Some(keep),
+                ..Options::default()
+            },
+        )
+    }
+
+    /// Start with every option of [`Options`].
+    pub fn start_opts(args: &[&str], opts: Options) -> Self {
+        let keep = opts.keep.unwrap_or(|_| true);
+        let mut cmd = Command::new(monitor_bin());
+        cmd.arg("run")
             .args(args)
+            .envs(opts.env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting egress-monitor");
+            .stderr(Stdio::piped());
+        if let Some(dir) = &opts.cwd {
+            cmd.current_dir(dir);
+        }
+        let mut child = cmd.spawn().expect("starting egress-monitor");
         let lines = Arc::new(Mutex::new(Vec::new()));
+        let skipped = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let stdout = child.stdout.take().unwrap();
         let sink = lines.clone();
+        let counted = skipped.clone();
         let reader = thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
+                if keep(&line) {
+                    sink.lock().unwrap().push(line);
+                } else {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                }
             }
         });
         let stderr = Arc::new(Mutex::new(String::new()));
@@ -392,17 +441,25 @@ impl Monitor {
         let mut monitor = Self {
             child,
             lines,
+            skipped,
+            output: opts.output.clone(),
             reader: Some(reader),
             stderr,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if monitor
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|l| l.contains("\"status\":\"ready\""))
+            let ready_in_file = opts.output.as_ref().is_some_and(|path| {
+                std::fs::read_to_string(path).is_ok_and(|text| {
+                    text.contains("\"status\":\"ready\"") || text.contains(" status   ready ")
+                })
+            });
+            if ready_in_file
+                || monitor
+                    .lines
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|l| l.contains("\"status\":\"ready\""))
             {
                 return monitor;
             }
@@ -447,6 +504,39 @@ impl Monitor {
         false
     }
 
+    /// Send a signal (to stop several monitors at once, signal them all, then `stop` each).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Ask for a `stats` status line (SIGUSR1) and return it.
+    pub fn stats(&self) -> Value {
+        let before = self
+            .snapshot()
+            .iter()
+            .filter(|l| l["status"] == "stats")
+            .count();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGUSR1) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let stats: Vec<Value> = self
+                .snapshot()
+                .into_iter()
+                .filter(|l| l["status"] == "stats")
+                .collect();
+            if stats.len() > before {
+                return stats.last().unwrap().clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no stats line within 30 s of SIGUSR1"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGTERM, wait for the final `shutdown` line, and return everything printed.
     pub fn stop(self) -> Run {
         self.stop_with(libc::SIGTERM)
@@ -454,6 +544,7 @@ impl Monitor {
 
     /// Stop with `signal` (SIGTERM or SIGINT) and return everything printed.
     pub fn stop_with(mut self, signal: i32) -> Run {
+        let signalled = Instant::now();
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, signal) };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -465,21 +556,44 @@ impl Monitor {
                 let _ = self.child.kill();
                 panic!("egress-monitor did not stop within 60 s of signal {signal}");
             }
-            thread::sleep(Duration::from_millis(20));
+            thread::sleep(Duration::from_millis(5));
         };
+        let exit_time = signalled.elapsed();
         wait_for_uprobe_teardown();
         if let Some(reader) = self.reader.take() {
             reader.join().unwrap();
         }
         thread::sleep(Duration::from_millis(50)); // let the stderr reader drain
-        let raw_lines = self.lines.lock().unwrap().clone();
+        let mut raw_lines = self.lines.lock().unwrap().clone();
         let stderr = self.stderr.lock().unwrap().clone();
-        let raw = format!("{}\n{stderr}", raw_lines.join("\n"));
+        // With --output, what the run wrote is in the file (JSON lines, or the text view).
+        let file = self
+            .output
+            .as_ref()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .unwrap_or_default();
+        let text_view = !file.is_empty() && !file.starts_with('{');
+        if raw_lines.is_empty() && !text_view {
+            raw_lines = file.lines().map(String::from).collect();
+        }
+        let raw = format!("{}\n{stderr}\n{file}", raw_lines.join("\n"));
         assert!(status.success(), "egress-monitor failed ({status}):\n{raw}");
         let lines: Vec<Value> = raw_lines
             .iter()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
             .collect();
+        if text_view {
+            assert!(
+                file.contains(" status   shutdown "),
+                "no shutdown line:\n{file}"
+            );
+            return Run {
+                lines,
+                raw,
+                skipped: self.skipped.load(Ordering::Relaxed),
+                exit_time,
+            };
+        }
         let last = lines.last().expect("no output at all");
         assert_eq!(
             last["status"], "shutdown",
@@ -492,7 +606,12 @@ impl Monitor {
                 "{line}"
             );
         }
-        Run { lines, raw }
+        Run {
+            lines,
+            raw,
+            skipped: self.skipped.load(Ordering::Relaxed),
+            exit_time,
+        }
     }
 }
 
@@ -512,8 +631,15 @@ pub fn wait_for_uprobe_teardown() {
                     .all(|b| b.is_ascii_digit())
             })
             .any(|e| {
-                std::fs::read_to_string(e.path().join("comm"))
-                    .is_ok_and(|c| c.trim_end() == "egress-monitor")
+                // A monitor that exited but is not reaped yet (another test's, stopped next)
+                // holds no probes.
+                let zombie = std::fs::read_to_string(e.path().join("stat")).is_ok_and(|s| {
+                    s.rsplit_once(')')
+                        .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+                });
+                !zombie
+                    && std::fs::read_to_string(e.path().join("comm"))
+                        .is_ok_and(|c| c.trim_end() == "egress-monitor")
             });
         if !busy {
             return;

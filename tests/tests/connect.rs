@@ -67,22 +67,16 @@ fn curl_over_ipv4_and_ipv6() {
     assert_eq!(v4.stdout(), "ok\n", "curl over IPv4 reached the upstream");
     assert_eq!(v6.stdout(), "ok\n", "curl over IPv6 reached the upstream");
     let run = monitor.stop();
-    // curl connects non-blocking: the syscall returns EINPROGRESS.
+    // curl connects non-blocking: the syscall returns EINPROGRESS, and the event waits for the
+    // outcome the TCP state machine reports.
     let e = one_connect(&run, v4.pid);
-    assert_connect(e, "ipv4", "tcp", up.v4, PORT, "in_progress");
+    assert_connect(e, "ipv4", "tcp", up.v4, PORT, "ok");
     assert_eq!(e["process"]["comm"], "curl");
     assert_eq!(e["process"]["exe"], "/usr/bin/curl");
     assert_eq!(e["process"]["cmdline"][0], "curl");
     assert_eq!(e["process"]["uid"], 0);
     assert_eq!(e["process"]["ppid"], std::process::id());
-    assert_connect(
-        one_connect(&run, v6.pid),
-        "ipv6",
-        "tcp",
-        up.v6,
-        PORT,
-        "in_progress",
-    );
+    assert_connect(one_connect(&run, v6.pid), "ipv6", "tcp", up.v6, PORT, "ok");
 }
 
 const PY_CONNECT: &str = r#"
@@ -150,13 +144,13 @@ fn python_blocking_over_ipv4_and_ipv6() {
 
 #[test]
 fn python_asyncio_over_ipv4_and_ipv6() {
-    // asyncio uses non-blocking sockets.
-    client_both_families(python, PY_ASYNCIO, "python3", "in_progress");
+    // asyncio uses non-blocking sockets: the outcome comes from the TCP state machine.
+    client_both_families(python, PY_ASYNCIO, "python3", "ok");
 }
 
 #[test]
 fn node_over_ipv4_and_ipv6() {
-    client_both_families(node, NODE_CONNECT, "node", "in_progress");
+    client_both_families(node, NODE_CONNECT, "node", "ok");
 }
 
 #[test]
@@ -409,7 +403,7 @@ fn mcp_mode_finds_a_server_started_later_and_its_child_but_not_others() {
     );
 
     let direct = one_connect(&run, server_pid);
-    assert_connect(direct, "ipv4", "tcp", up.v4, PORT, "in_progress");
+    assert_connect(direct, "ipv4", "tcp", up.v4, PORT, "ok");
     assert_eq!(direct["process"]["mcp"], true);
     // The helper child (curl) inherits the target and the MCP label from its parent.
     let child = run
@@ -417,7 +411,7 @@ fn mcp_mode_finds_a_server_started_later_and_its_child_but_not_others() {
         .into_iter()
         .find(|e| e["process"]["ppid"] == server_pid && e["process"]["comm"] == "curl")
         .unwrap_or_else(|| panic!("no connect from the server's child:\n{}", run.dump()));
-    assert_connect(child, "ipv4", "tcp", up.v4, PORT, "in_progress");
+    assert_connect(child, "ipv4", "tcp", up.v4, PORT, "ok");
     assert_eq!(child["process"]["mcp"], true);
     assert!(
         run.connects_from(ordinary.pid).is_empty(),
@@ -490,7 +484,7 @@ fn status_lines_report_attachments_and_totals() {
     let shutdown = run.status("shutdown")[0];
     assert!(shutdown["message"].as_str().unwrap().contains("SIGTERM"));
     let drops = &shutdown["totals"]["drops"];
-    for reason in ["ringbuf_full", "pending_connect_full", "target_set_full"] {
+    for reason in ["ringbuf_full", "thread_state_full", "target_set_full"] {
         assert_eq!(drops[reason], 0, "{shutdown}");
     }
 }

@@ -58,8 +58,14 @@ fn a_libssl_loaded_after_start_is_still_covered() {
             .env("LD_LIBRARY_PATH", &dir),
     );
     assert!(c.output.status.success(), "{:?}", c.output);
-    let run = monitor.stop();
+    // Nobody maps the private copy any more: its probes go (in the background).
     let copy = format!("{}/libssl.so.3", dir.display());
+    assert!(
+        monitor.wait_for(Duration::from_secs(10), |l| l["status"] == "detached"
+            && l["component"] == format!("uprobe:{copy}")),
+        "the late library's probes were not detached after its last user exited"
+    );
+    let run = monitor.stop();
     let attached = run
         .status("attached")
         .into_iter()

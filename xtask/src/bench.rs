@@ -13,6 +13,10 @@
 //! TLS path: a Node HTTPS client looping keep-alive requests against nginx in the upstream
 //! namespace, without the monitor and with the monitor targeting it: the per-request cost of
 //! the OpenSSL uprobes once the session's verdict is known.
+//!
+//! Bounds: the agent's resident memory idle and under the 100k/s load; 10,000 short-lived
+//! targeted processes (every 10th over TLS) with every table compared before and after; and
+//! the flood (`targeted-max`): every event delivered or counted.
 use std::{
     io::{BufRead, BufReader, Write},
     net::UdpSocket,
@@ -86,10 +90,11 @@ impl Generator {
     }
 }
 
-/// A monitor whose stdout is counted, not stored.
+/// A monitor whose stdout is counted, not stored (`stats` lines are kept).
 struct Monitor {
     child: Child,
     reader: thread::JoinHandle<(u64, Option<Value>)>,
+    stats: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
 }
 
 fn cpu_ticks(pid: u32) -> u64 {
@@ -119,6 +124,8 @@ impl Monitor {
         let stdout = child.stdout.take().unwrap();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let needle = count_pid.map(|p| format!("\"event\":\"connect\",\"process\":{{\"pid\":{p},"));
+        let stats = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = stats.clone();
         let reader = thread::spawn(move || {
             let mut connects = 0;
             let mut shutdown = None;
@@ -129,6 +136,10 @@ impl Monitor {
                     let _ = ready_tx.send(());
                 } else if line.contains("\"status\":\"shutdown\"") {
                     shutdown = serde_json::from_str(&line).ok();
+                } else if line.contains("\"status\":\"stats\"") {
+                    if let Ok(v) = serde_json::from_str(&line) {
+                        kept.lock().unwrap().push(v);
+                    }
                 }
             }
             (connects, shutdown)
@@ -136,7 +147,28 @@ impl Monitor {
         ready_rx
             .recv_timeout(Duration::from_secs(30))
             .context("egress-monitor did not become ready")?;
-        Ok(Self { child, reader })
+        Ok(Self {
+            child,
+            reader,
+            stats,
+        })
+    }
+
+    /// A `stats` line, on request (SIGUSR1).
+    fn stats(&self) -> anyhow::Result<Value> {
+        let before = self.stats.lock().unwrap().len();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGUSR1) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(v) = self.stats.lock().unwrap().get(before) {
+                return Ok(v.clone());
+            }
+            if Instant::now() > deadline {
+                bail!("no stats line within 30 s of SIGUSR1");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn stop(mut self) -> anyhow::Result<(u64, Value)> {
@@ -176,6 +208,8 @@ pub fn run(root: &Path, bin: &Path, xtask: &Path) -> anyhow::Result<()> {
     let generator = Generator::spawn(xtask, &target, COUNT, None)?;
     let monitor = Monitor::start(bin, &["--mcp".into()], None)?;
     let (n, secs) = generator.go()?;
+    thread::sleep(Duration::from_secs(2));
+    let idle_rss = rss(&monitor.stats()?);
     monitor.stop()?;
     let ns = secs * 1e9 / n as f64;
     table.push(format!(
@@ -185,6 +219,7 @@ pub fn run(root: &Path, bin: &Path, xtask: &Path) -> anyhow::Result<()> {
         ns - baseline_ns
     ));
     results.push(json!({"scenario": "untargeted", "connects": n, "seconds": secs, "ns_per_connect": ns, "overhead_ns": ns - baseline_ns}));
+    let mut memory = json!({"idle_rss_bytes": idle_rss});
 
     for (name, rate) in [("targeted-max", None), ("targeted-100k", Some(100_000))] {
         let generator = Generator::spawn(xtask, &target, COUNT, rate)?;
@@ -194,7 +229,11 @@ pub fn run(root: &Path, bin: &Path, xtask: &Path) -> anyhow::Result<()> {
         let cpu_before = cpu_ticks(monitor_pid);
         let (n, secs) = generator.go()?;
         let cpu_after = cpu_ticks(monitor_pid);
+        let loaded_rss = rss(&monitor.stats()?);
         let (events, shutdown) = monitor.stop()?;
+        if rate.is_some() {
+            memory["rss_bytes_after_100k_per_second"] = json!(loaded_rss);
+        }
         let drops: u64 = shutdown["totals"]["drops"]
             .as_object()
             .map(|d| d.values().filter_map(Value::as_u64).sum())
@@ -209,6 +248,11 @@ pub fn run(root: &Path, bin: &Path, xtask: &Path) -> anyhow::Result<()> {
             "scenario": name, "connects": n, "seconds": secs, "ns_per_connect": ns,
             "events": events, "drops": drops, "monitor_cpu_percent": cpu,
         }));
+        if events + drops != n {
+            table.push(format!(
+                "  COUNT MISMATCH: {name}: {events} delivered + {drops} dropped != {n} generated"
+            ));
+        }
         if rate.is_some() && (drops > 0 || events < n) {
             table.push(format!(
                 "  BUDGET MISSED: {name} lost {} events",
@@ -216,6 +260,12 @@ pub fn run(root: &Path, bin: &Path, xtask: &Path) -> anyhow::Result<()> {
             ));
         }
     }
+    table.push(format!(
+        "memory          {:.1} MiB resident idle (--mcp), {:.1} MiB after 1,000,000 targeted connects at 100k/s (goal <= 40 MiB)",
+        mib(memory["idle_rss_bytes"].as_u64().unwrap_or(0)),
+        mib(memory["rss_bytes_after_100k_per_second"].as_u64().unwrap_or(0)),
+    ));
+    let churn = churn(root, bin, &upstream, &mut table)?;
     let tls = tls_keepalive(root, bin, &upstream, &mut table)?;
     let http = http_load(bin, &upstream, &mut table)?;
     drop(upstream);
@@ -232,13 +282,103 @@ pub fn run(root: &Path, bin: &Path, xtask: &Path) -> anyhow::Result<()> {
     let file = dir.join("results.json");
     std::fs::write(
         &file,
-        serde_json::to_string_pretty(&json!({"connect": results, "tls": tls, "http": http}))?,
+        serde_json::to_string_pretty(&json!({
+            "connect": results, "memory": memory, "churn": churn, "tls": tls, "http": http,
+        }))?,
     )?;
     println!("written to {}", file.display());
     if table.iter().any(|l| l.contains("BUDGET MISSED")) {
         bail!("the 100k connects/s budget was missed");
     }
+    if table
+        .iter()
+        .any(|l| l.contains("COUNT MISMATCH") || l.contains("GREW"))
+    {
+        bail!("events were lost uncounted, or a table grew with process churn");
+    }
     Ok(())
+}
+
+fn rss(stats: &Value) -> u64 {
+    stats["totals"]["rss_bytes"].as_u64().unwrap_or(0)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+/// 10,000 short-lived targeted processes (every 10th over TLS), after a warm-up of 300:
+/// resident memory and every table before and after.
+fn churn(
+    root: &Path,
+    bin: &Path,
+    upstream: &Upstream,
+    table: &mut Vec<String>,
+) -> anyhow::Result<Value> {
+    const HTTP: u16 = 18080;
+    const HTTPS: u16 = 18443;
+    const N: u32 = 10_000;
+    upstream.tcp_server(HTTP);
+    let pki = Pki::create();
+    upstream.https_server(&pki.server(), HTTPS);
+    let monitor = Monitor::start(bin, &["--comm".into(), "python3".into()], None)?;
+    let mut churn = Command::new("python3")
+        .arg(root.join("tests/clients/python/churn.py"))
+        .args([upstream.v4, &HTTP.to_string(), &HTTPS.to_string()])
+        .arg(pki.ca())
+        .arg("10")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting churn.py")?;
+    let mut stdin = churn.stdin.take().unwrap();
+    let mut stdout = BufReader::new(churn.stdout.take().unwrap());
+    let mut round = |n: u32| -> anyhow::Result<f64> {
+        let start = Instant::now();
+        writeln!(stdin, "{n}")?;
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        if !line.starts_with(&format!("done {n} failed 0")) {
+            bail!("churn round of {n}: {line}");
+        }
+        Ok(start.elapsed().as_secs_f64())
+    };
+    round(300)?;
+    thread::sleep(Duration::from_secs(3));
+    let before = monitor.stats()?;
+    let secs = round(N)?;
+    thread::sleep(Duration::from_secs(3));
+    let after = monitor.stats()?;
+    drop(stdin);
+    let _ = churn.wait();
+    monitor.stop()?;
+    let tables_before = &before["totals"]["tables"];
+    let tables_after = &after["totals"]["tables"];
+    let grown: Vec<String> = tables_before
+        .as_object()
+        .map(|t| {
+            t.iter()
+                .filter(|(k, v)| tables_after.get(k.as_str()) != Some(*v))
+                .map(|(k, v)| format!("{k} {v} -> {}", tables_after[k.as_str()]))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (rss0, rss1) = (rss(&before), rss(&after));
+    table.push(format!(
+        "churn           {N} processes in {secs:.1} s: resident {:.1} -> {:.1} MiB ({:+.1}%), tables {}",
+        mib(rss0),
+        mib(rss1),
+        (rss1 as f64 / rss0.max(1) as f64 - 1.0) * 100.0,
+        if grown.is_empty() {
+            "back to baseline".to_string()
+        } else {
+            format!("GREW: {}", grown.join(", "))
+        }
+    ));
+    Ok(json!({
+        "processes": N, "seconds": secs, "rss_before": rss0, "rss_after": rss1,
+        "tables_before": tables_before, "tables_after": tables_after,
+    }))
 }
 
 /// Plain HTTP port of the benchmark nginx.

@@ -1,32 +1,34 @@
-//! `connect(2)` through the syscall tracepoints, the one probe type every kernel has.
+//! `connect(2)` through the syscall tracepoints, and what became of it through
+//! `sock:inet_sock_set_state`.
 //!
 //! The destination is read from user memory at entry (the caller may reuse the buffer once the
-//! syscall returns) and parked per thread; the exit reports it with the result, so non-blocking
-//! sockets show `-EINPROGRESS` and refused ones their errno.
+//! syscall returns) and parked in the thread's state; the exit reports it with the result. A TCP
+//! socket is tracked from the entry on, by its `struct sock` (`SOCKETS`): the state machine then
+//! tells the outcome of a non-blocking connect (established, refused, timed out) even when it
+//! arrives while the syscall still runs, and the socket's end, which removes the entry whatever
+//! happened to the descriptor (`close`, `dup2` over it, `close_range`, close-on-exec, exit).
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_probe_read_kernel, bpf_probe_read_user,
-    },
-    macros::tracepoint,
+    bindings::BPF_ANY,
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_user},
+    macros::{map, tracepoint},
+    maps::HashMap,
     programs::TracePointContext,
 };
 use aya_log_ebpf::debug;
 use monitor_common::{
-    ConnectEvent, Drop, EventKind, AF_INET, AF_INET6, SOCK_DGRAM, SOCK_TYPE_UNKNOWN,
+    sock_flags, ConnectEvent, ConnectResultEvent, Drop, EventKind, SockState, SocketCloseEvent,
+    AF_INET, AF_INET6, OUTCOME_PENDING, SOCK_STREAM, SOCK_TYPE_UNKNOWN,
 };
 
-use crate::maps::{count_drop, header, is_targeted, reserve, KERNEL_OFFSETS, PENDING_CONNECTS};
+use crate::maps::{
+    count_drop, current_start, fd_socket, header, header_for, is_targeted, reserve, sock_error,
+    thread, thread_or_insert, PendingConnect,
+};
 
-/// The destination of a `connect` in progress on one thread.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct PendingConnect {
-    fd: i32,
-    family: u16,
-    port: u16,
-    addr: [u8; 16],
-}
+/// TCP sockets targets connected, by `struct sock` address, from their connect until the kernel
+/// closes them.
+#[map]
+pub static SOCKETS: HashMap<u64, SockState> = HashMap::with_max_entries(65_536, 0);
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -46,8 +48,11 @@ struct SockaddrIn6 {
 }
 
 const EBADF: i64 = 9;
-const EINPROGRESS: i64 = 115;
 const ENOTSOCK: i64 = 88;
+const EALREADY: i64 = 114;
+const EINPROGRESS: i64 = 115;
+const EISCONN: i64 = 106;
+const ECONNABORTED: i32 = 103;
 
 // Offsets in the syscall tracepoint records (stable ABI: see
 // /sys/kernel/tracing/events/syscalls/sys_{enter,exit}_connect/format).
@@ -55,6 +60,18 @@ const ARG0: usize = 16;
 const ARG1: usize = 24;
 const ARG2: usize = 32;
 const RET: usize = 16;
+
+// sock:inet_sock_set_state (see its format file): a stable tracepoint since 4.16.
+const TP_SKADDR: usize = 8;
+const TP_OLDSTATE: usize = 16;
+const TP_NEWSTATE: usize = 20;
+const TP_PROTOCOL: usize = 30;
+const IPPROTO_TCP: u16 = 6;
+const TCP_ESTABLISHED: i32 = 1;
+const TCP_SYN_SENT: i32 = 2;
+const TCP_FIN_WAIT1: i32 = 4;
+const TCP_CLOSE: i32 = 7;
+const TCP_LAST_ACK: i32 = 9;
 
 /// `int connect(int fd, const struct sockaddr *uservaddr, int addrlen)`: entry.
 #[tracepoint]
@@ -79,9 +96,13 @@ fn enter(ctx: &TracePointContext, pid_tgid: u64) -> Result<(), i32> {
     // SAFETY: bpf_probe_read_user checks the user pointer.
     let family = unsafe { bpf_probe_read_user(uaddr as *const u16)? };
     let mut pending = PendingConnect {
+        valid: 1,
         fd: fd as i32,
+        sock: 0,
         family,
         port: 0,
+        sock_type: SOCK_TYPE_UNKNOWN,
+        _pad: 0,
         addr: [0; 16],
     };
     match family {
@@ -100,24 +121,64 @@ fn enter(ctx: &TracePointContext, pid_tgid: u64) -> Result<(), i32> {
         // AF_UNIX, AF_NETLINK, AF_UNSPEC (disconnect), short addresses: not egress.
         _ => return Ok(()),
     }
-    PENDING_CONNECTS
-        .insert(pid_tgid, pending, 0)
-        .inspect_err(|_| {
-            count_drop(Drop::PendingFull);
-        })
+    if let Some((sk, sock_type)) = fd_socket(pending.fd) {
+        pending.sock_type = sock_type;
+        if sock_type == SOCK_STREAM {
+            pending.sock = track(pid_tgid, pending.fd, sk);
+        }
+    }
+    let Some(state) = thread_or_insert(pid_tgid) else {
+        // Not reported (the drop is counted); forget the socket we just tracked.
+        if pending.sock != 0 {
+            let _ = SOCKETS.remove(pending.sock);
+        }
+        return Ok(());
+    };
+    // SAFETY: this thread's own entry.
+    unsafe { (*state).connect = pending };
+    Ok(())
+}
+
+/// Start tracking a TCP socket at its connect. A socket already tracked (a second `connect` on
+/// it, which only reports `EALREADY`/`EISCONN`) keeps its state. Returns the tracked socket or 0.
+#[inline(always)]
+fn track(pid_tgid: u64, fd: i32, sk: u64) -> u64 {
+    if SOCKETS.get_ptr(sk).is_some() {
+        return 0;
+    }
+    let state = SockState {
+        tgid: (pid_tgid >> 32) as u32,
+        fd,
+        start: current_start(),
+        flags: sock_flags::IN_CONNECT,
+        captured: 0,
+        outcome: OUTCOME_PENDING,
+        _pad: 0,
+    };
+    if SOCKETS.insert(sk, state, BPF_ANY as u64).is_err() {
+        count_drop(Drop::SocketsFull);
+        return 0;
+    }
+    sk
 }
 
 /// `connect` exit: `long ret`.
 #[tracepoint]
 pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    // Only threads that passed the target check at entry have an entry: one lookup for the rest.
-    let Some(pending) = PENDING_CONNECTS.get_ptr(pid_tgid) else {
+    // Only threads of targets have state: one lookup for the rest.
+    let Some(state) = thread(pid_tgid) else {
         return 0;
     };
-    // SAFETY: the entry belongs to this thread; copy it out before removing it.
-    let pending = unsafe { *pending };
-    let _ = PENDING_CONNECTS.remove(pid_tgid);
+    // SAFETY: this thread's own entry; copied out, then marked consumed.
+    let pending = unsafe {
+        let pending = (*state).connect;
+        (*state).connect.valid = 0;
+        pending
+    };
+    if pending.valid == 0 {
+        return 0;
+    }
     let _ = exit(&ctx, pid_tgid, &pending);
     0
 }
@@ -125,15 +186,12 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
 fn exit(ctx: &TracePointContext, pid_tgid: u64, pending: &PendingConnect) -> Result<(), i32> {
     // SAFETY: stable syscall tracepoint layout.
     let ret = unsafe { ctx.read_at::<i64>(RET)? };
-    if ret == -EBADF || ret == -ENOTSOCK {
+    let (sock, outcome) = settle_connect(pending.sock, ret);
+    // Not a socket, or a repeated connect on a socket already reported: no new egress.
+    if ret == -EBADF || ret == -ENOTSOCK || ret == -EALREADY || ret == -EISCONN {
         return Ok(());
     }
-    let sock_type = socket_type(pending.fd).unwrap_or(SOCK_TYPE_UNKNOWN);
-    // A TCP socket that is (being) connected: watch its first bytes for plaintext credentials.
-    if (ret == 0 || ret == -EINPROGRESS) && sock_type != SOCK_DGRAM {
-        crate::probes::payload::track(pid_tgid, pending.fd);
-    }
-    if sock_type == SOCK_TYPE_UNKNOWN {
+    if pending.sock_type == SOCK_TYPE_UNKNOWN {
         debug!(ctx, "connect: socket type of fd {} unreadable", pending.fd);
     }
     let Some(mut entry) = reserve::<ConnectEvent>() else {
@@ -144,49 +202,154 @@ fn exit(ctx: &TracePointContext, pid_tgid: u64, pending: &PendingConnect) -> Res
         fd: pending.fd,
         ret: ret as i32,
         family: pending.family,
-        sock_type,
+        sock_type: pending.sock_type,
         port: pending.port,
         _pad: 0,
         addr: pending.addr,
         comm: bpf_get_current_comm().unwrap_or_default(),
+        sock,
+        outcome,
+        _pad2: 0,
     });
     entry.submit(0);
     Ok(())
 }
 
-/// `current->files->fdt->fd[fd]->private_data->type`, with offsets userspace resolved from BTF.
-/// Called in the connecting task itself, so its file table cannot go away underneath us.
+/// The connect syscall of socket `sk` returned `ret`: keep tracking a socket that connects,
+/// forget one that failed or already ended. Returns the socket if it is still tracked (0
+/// otherwise), and what the state machine already said of a non-blocking connect (see
+/// `ConnectEvent::outcome`).
 #[inline(always)]
-fn socket_type(fd: i32) -> Result<u16, i32> {
-    let offsets = KERNEL_OFFSETS.load();
-    if offsets.valid == 0 || fd < 0 {
-        return Err(0);
+fn settle_connect(sk: u64, ret: i64) -> (u64, i32) {
+    if sk == 0 {
+        return (0, OUTCOME_PENDING);
     }
-    // SAFETY: every dereference goes through bpf_probe_read_kernel, which faults safely.
+    let Some(state) = SOCKETS.get_ptr_mut(sk) else {
+        return (0, OUTCOME_PENDING);
+    };
+    // SAFETY: map value pointer.
     unsafe {
-        let task = bpf_get_current_task() as *const u8;
-        let files: *const u8 = read_ptr(task, offsets.task_files)?;
-        let fdt: *const u8 = read_ptr(files, offsets.files_fdt)?;
-        let max_fds: u32 =
-            bpf_probe_read_kernel(fdt.add(offsets.fdtable_max_fds as usize) as *const u32)?;
-        if fd as u32 >= max_fds {
-            return Err(0);
+        let flags = (*state).flags;
+        let outcome = (*state).outcome;
+        if flags & sock_flags::IN_CONNECT == 0 {
+            // Not ours to settle (a repeated connect found the socket tracked already).
+            return (0, OUTCOME_PENDING);
         }
-        let fd_array: *const u8 = read_ptr(fdt, offsets.fdtable_fd)?;
-        let file: *const u8 =
-            bpf_probe_read_kernel(fd_array.add(fd as usize * 8) as *const *const u8)?;
-        let socket: *const u8 = read_ptr(file, offsets.file_private_data)?;
-        let sock_type: i16 =
-            bpf_probe_read_kernel(socket.add(offsets.socket_type as usize) as *const i16)?;
-        Ok(sock_type as u16)
+        let connecting = ret == 0 || ret == -EINPROGRESS;
+        if !connecting || flags & sock_flags::CLOSED != 0 {
+            let _ = SOCKETS.remove(sk);
+            let outcome = if ret == -EINPROGRESS {
+                outcome
+            } else {
+                OUTCOME_PENDING
+            };
+            return (0, outcome);
+        }
+        (*state).flags = flags & !sock_flags::IN_CONNECT;
+        if ret == 0 {
+            (*state).outcome = 0;
+            return (sk, OUTCOME_PENDING);
+        }
+        if outcome == OUTCOME_PENDING {
+            (*state).flags |= sock_flags::AWAIT_OUTCOME;
+        }
+        (sk, outcome)
     }
 }
 
+/// A thread ended inside `connect` (killed): its socket is no longer "in connect".
 #[inline(always)]
-unsafe fn read_ptr(base: *const u8, offset: u32) -> Result<*const u8, i32> {
-    if base.is_null() {
-        return Err(0);
+pub fn thread_gone(pending: &PendingConnect) {
+    if pending.valid != 0 {
+        let _ = settle_connect(pending.sock, -EINPROGRESS);
     }
-    // SAFETY: bpf_probe_read_kernel faults safely on bad addresses.
-    unsafe { bpf_probe_read_kernel(base.add(offset as usize) as *const *const u8) }
+}
+
+/// `trace_inet_sock_set_state(sk, oldstate, newstate)`: every TCP state change on the host, in
+/// whatever context caused it. Untracked sockets cost one lookup.
+#[tracepoint]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    // SAFETY: offsets from the tracepoint's format file.
+    let (protocol, sk) = unsafe {
+        (
+            ctx.read_at::<u16>(TP_PROTOCOL).unwrap_or(0),
+            ctx.read_at::<u64>(TP_SKADDR).unwrap_or(0),
+        )
+    };
+    if protocol != IPPROTO_TCP {
+        return 0;
+    }
+    let Some(state) = SOCKETS.get_ptr_mut(sk) else {
+        return 0;
+    };
+    // SAFETY: as above.
+    let (old, new) = unsafe {
+        (
+            ctx.read_at::<i32>(TP_OLDSTATE).unwrap_or(0),
+            ctx.read_at::<i32>(TP_NEWSTATE).unwrap_or(0),
+        )
+    };
+    // SAFETY: map value pointer, copied out and updated in place.
+    let s = unsafe { *state };
+    let in_connect = s.flags & sock_flags::IN_CONNECT != 0;
+    if old == TCP_SYN_SENT && (new == TCP_ESTABLISHED || new == TCP_CLOSE) {
+        let outcome = if new == TCP_ESTABLISHED {
+            0
+        } else {
+            match sock_error(sk) {
+                0 => -ECONNABORTED,
+                err => -err,
+            }
+        };
+        if in_connect {
+            // The syscall has not returned: its exit reports this.
+            // SAFETY: map value pointer.
+            unsafe { (*state).outcome = outcome };
+        } else if s.flags & sock_flags::AWAIT_OUTCOME != 0 {
+            // SAFETY: map value pointer.
+            unsafe {
+                (*state).flags &= !sock_flags::AWAIT_OUTCOME;
+                (*state).outcome = outcome;
+            }
+            if let Some(mut entry) = reserve::<ConnectResultEvent>() {
+                entry.write(ConnectResultEvent {
+                    header: header_for(EventKind::ConnectResult, s.tgid, s.start),
+                    sock: sk,
+                    fd: s.fd,
+                    result: outcome,
+                });
+                entry.submit(0);
+            }
+        }
+    }
+    if in_connect {
+        // Ended before the syscall returned: the exit forgets the socket.
+        if new == TCP_CLOSE {
+            // SAFETY: map value pointer.
+            unsafe { (*state).flags |= sock_flags::CLOSED };
+        }
+        return 0;
+    }
+    // The process closed it (or shut down its side: it sends nothing more), or it ended.
+    let ending = new == TCP_CLOSE || new == TCP_FIN_WAIT1 || new == TCP_LAST_ACK;
+    if ending && s.flags & sock_flags::CLOSE_REPORTED == 0 && new != old {
+        // SAFETY: map value pointer.
+        unsafe { (*state).flags |= sock_flags::CLOSE_REPORTED | sock_flags::DONE };
+        // A connect that never got through was reported by its result; nothing to close.
+        if !(old == TCP_SYN_SENT && new == TCP_CLOSE) {
+            if let Some(mut entry) = reserve::<SocketCloseEvent>() {
+                entry.write(SocketCloseEvent {
+                    header: header_for(EventKind::SocketClose, s.tgid, s.start),
+                    sock: sk,
+                    fd: s.fd,
+                    undecided: (s.flags & sock_flags::DONE == 0) as u32,
+                });
+                entry.submit(0);
+            }
+        }
+    }
+    if new == TCP_CLOSE {
+        let _ = SOCKETS.remove(sk);
+    }
+    0
 }

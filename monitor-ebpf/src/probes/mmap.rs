@@ -1,23 +1,17 @@
 //! `mmap(2)` with `PROT_EXEC` by targeted processes: a library loaded at run time (Python
 //! imports `_ssl`, and with it libssl, only when a script first uses TLS). Userspace rescans the
 //! process's mappings and attaches the TLS probes to new libraries.
-use aya_ebpf::macros::map;
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid, macros::tracepoint, maps::LruHashMap,
-    programs::TracePointContext,
+    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
 use monitor_common::{EventKind, MmapExecEvent};
 
-use crate::maps::{header, is_targeted, reserve};
+use crate::maps::{header, is_targeted, reserve, thread, thread_or_insert};
 
 const PROT_EXEC: u64 = 4;
 // syscalls:sys_enter_mmap: addr, len, prot, flags, fd, off at 16, 24, 32, 40, 48, 56.
 const PROT: usize = 32;
 const FD: usize = 48;
-
-/// pid_tgid -> fd of an executable mapping in progress.
-#[map]
-static PENDING_MMAPS: LruHashMap<u64, i64> = LruHashMap::with_max_entries(4_096, 0);
 
 /// `void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)`: entry.
 #[tracepoint]
@@ -32,7 +26,13 @@ pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
         return 0;
     };
     if prot & PROT_EXEC != 0 && fd as i32 >= 0 {
-        let _ = PENDING_MMAPS.insert(pid_tgid, fd, 0);
+        if let Some(state) = thread_or_insert(pid_tgid) {
+            // SAFETY: this thread's own entry.
+            unsafe {
+                (*state).mmap_fd = fd;
+                (*state).mmap_valid = 1;
+            }
+        }
     }
     0
 }
@@ -41,11 +41,17 @@ pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: copied out before removal.
-    let Some(fd) = PENDING_MMAPS.get_ptr(pid_tgid).map(|p| unsafe { *p }) else {
+    let Some(state) = thread(pid_tgid) else {
         return 0;
     };
-    let _ = PENDING_MMAPS.remove(pid_tgid);
+    // SAFETY: this thread's own entry: copied out, then marked consumed.
+    let fd = unsafe {
+        if (*state).mmap_valid == 0 {
+            return 0;
+        }
+        (*state).mmap_valid = 0;
+        (*state).mmap_fd
+    };
     // SAFETY: stable syscall tracepoint layout (`long ret` at 16).
     let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(-1);
     // A failed mmap returns a small negative errno; an address is never in that range.

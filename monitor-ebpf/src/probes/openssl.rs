@@ -1,18 +1,20 @@
 //! The OpenSSL API through uprobes, attached by userspace to shared `libssl`/`libcrypto` and to
 //! binaries that embed OpenSSL and export its API (Node's `node`, `libnode.so`).
 //!
-//! No struct offsets: every fact comes from a call's arguments and return value. Per thread we
-//! remember which SSL object the thread last entered (`CURRENT_SSL`), so calls that do not name
-//! it (`d2i_X509`, `X509_verify_cert`, `X509_STORE_CTX_get_error`) are tied to the handshake
-//! running on that thread. Per session (`SSL_STATE`) userspace marks its verdict, after which
-//! `SSL_read`/`SSL_write` exit after two lookups: the hot path of a monitored session.
+//! No struct offsets: every fact comes from a call's arguments and return value. Per thread
+//! (`THREADS`, removed at the thread's exit) we remember which SSL object the thread last
+//! entered, so calls that do not name it (`d2i_X509`, `X509_verify_cert`,
+//! `X509_STORE_CTX_get_error`) are tied to the handshake running on that thread, and the
+//! arguments entry probes keep for their return probes. Per session (`SSL_STATE`, removed at
+//! `SSL_free`, swept by userspace after the process exits) userspace marks its verdict, after
+//! which `SSL_read`/`SSL_write` exit after two lookups: the hot path of a monitored session.
 use aya_ebpf::{
     helpers::{
         bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_probe_read_user,
         bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes,
     },
     macros::{map, uprobe, uretprobe},
-    maps::{HashMap, LruHashMap},
+    maps::HashMap,
     programs::{ProbeContext, RetProbeContext},
 };
 use monitor_common::{
@@ -20,27 +22,11 @@ use monitor_common::{
     CERT_MAX, MAX_CERTS_PER_SESSION, TLS_TEXT_LEN,
 };
 
-use crate::maps::{count_drop, header, is_targeted, reserve};
+use crate::maps::{count_drop, header, is_targeted, reserve, thread, thread_or_insert, CurrentSsl};
 
 /// Per session: handshake finished, verdict reached, certificates captured.
 #[map]
-pub static SSL_STATE: LruHashMap<SslKey, SslState> = LruHashMap::with_max_entries(65_536, 0);
-
-/// What a thread is doing in OpenSSL: the SSL object it last entered, and the text (code)
-/// range of the library that entered it, so certificate decoding called from that library (the
-/// server's chain) is told apart from the client loading its own trust store.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Current {
-    ssl: u64,
-    /// `[text_lo, text_hi)`; both zero when the range is unknown (then every decode counts).
-    text_lo: u64,
-    text_hi: u64,
-}
-
-/// pid_tgid -> what this thread last entered.
-#[map]
-static CURRENT_SSL: LruHashMap<u64, Current> = LruHashMap::with_max_entries(16_384, 0);
+pub static SSL_STATE: HashMap<SslKey, SslState> = HashMap::with_max_entries(65_536, 0);
 
 /// The code around a hooked function, by attach cookie: `lo` bytes before the hooked address
 /// and `hi` bytes after it still belong to the library's executable segment. Set by userspace
@@ -48,22 +34,12 @@ static CURRENT_SSL: LruHashMap<u64, Current> = LruHashMap::with_max_entries(16_3
 #[map]
 pub static HOOK_TEXT: HashMap<u64, TextRange> = HashMap::with_max_entries(4_096, 0);
 
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct StashKey {
-    pid_tgid: u64,
-    func: u64,
-}
-
-/// An argument an entry probe keeps for its return probe.
-#[map]
-static STASH: LruHashMap<StashKey, u64> = LruHashMap::with_max_entries(16_384, 0);
-
-const F_SSL_NEW: u64 = 1;
-const F_GET0_PARAM: u64 = 2;
-const F_HANDSHAKE: u64 = 4;
-const F_VERIFY_RESULT: u64 = 5;
-const F_READ: u64 = 6;
+// Stash slots (`ThreadState::stash`): one per function whose return probe needs an argument.
+const F_SSL_NEW: usize = 0;
+const F_GET0_PARAM: usize = 1;
+const F_HANDSHAKE: usize = 2;
+const F_VERIFY_RESULT: usize = 3;
+const F_READ: usize = 4;
 
 /// `SSL_CTRL_SET_TLSEXT_HOSTNAME`
 const SSL_CTRL_SET_TLSEXT_HOSTNAME: i64 = 55;
@@ -123,19 +99,41 @@ fn return_address(_ctx: &ProbeContext) -> Option<u64> {
 }
 
 #[inline(always)]
-fn stash(pid_tgid: u64, func: u64, value: u64) {
-    if STASH.insert(StashKey { pid_tgid, func }, value, 0).is_err() {
-        count_drop(Drop::TlsStateFull);
+fn stash(pid_tgid: u64, slot: usize, value: u64) {
+    let Some(state) = thread_or_insert(pid_tgid) else {
+        return;
+    };
+    if slot < crate::maps::STASH_SLOTS {
+        // SAFETY: this thread's own entry; the slot index is bounds-checked.
+        unsafe {
+            (*state).stash[slot] = value;
+            (*state).stash_valid |= 1 << slot;
+        }
     }
 }
 
 #[inline(always)]
-fn take(pid_tgid: u64, func: u64) -> Option<u64> {
-    let k = StashKey { pid_tgid, func };
-    // SAFETY: copied out before removal.
-    let value = unsafe { *STASH.get_ptr(k)? };
-    let _ = STASH.remove(k);
-    Some(value)
+fn take(pid_tgid: u64, slot: usize) -> Option<u64> {
+    let state = thread(pid_tgid)?;
+    if slot >= crate::maps::STASH_SLOTS {
+        return None;
+    }
+    // SAFETY: this thread's own entry; the slot index is bounds-checked.
+    unsafe {
+        if (*state).stash_valid & (1 << slot) == 0 {
+            return None;
+        }
+        (*state).stash_valid &= !(1 << slot);
+        Some((*state).stash[slot])
+    }
+}
+
+/// The SSL object this thread last entered (0: none).
+#[inline(always)]
+fn current(pid_tgid: u64) -> Option<CurrentSsl> {
+    // SAFETY: this thread's own entry.
+    let current = unsafe { (*thread(pid_tgid)?).current };
+    (current.ssl != 0).then_some(current)
 }
 
 /// Where a string argument is read from.
@@ -242,11 +240,32 @@ pub fn ssl_free(ctx: ProbeContext) -> u32 {
     };
     let ssl = arg(&ctx, 0);
     let _ = SSL_STATE.remove(key(pid_tgid, ssl));
-    // SAFETY: plain read of this thread's entry.
-    if unsafe { CURRENT_SSL.get(pid_tgid) }.is_some_and(|cur| cur.ssl == ssl) {
-        let _ = CURRENT_SSL.remove(pid_tgid);
+    if let Some(state) = thread(pid_tgid) {
+        // SAFETY: this thread's own entry.
+        unsafe {
+            if (*state).current.ssl == ssl {
+                (*state).current.ssl = 0;
+            }
+        }
     }
     emit(&ctx, pid_tgid, TlsCall::SslFree, ssl, 0, 0, Text::None);
+    0
+}
+
+/// `void SSL_CTX_free(SSL_CTX *ctx)`: userspace forgets the context's verify settings.
+#[uprobe]
+pub fn ssl_ctx_free(ctx: ProbeContext) -> u32 {
+    if let Some(pid_tgid) = targeted() {
+        emit(
+            &ctx,
+            pid_tgid,
+            TlsCall::CtxFree,
+            arg(&ctx, 0),
+            0,
+            0,
+            Text::None,
+        );
+    }
     0
 }
 
@@ -441,7 +460,7 @@ pub fn ssl_set_accept_state(ctx: ProbeContext) -> u32 {
 
 #[inline(always)]
 fn enter_session(ctx: &ProbeContext, pid_tgid: u64, ssl: u64) {
-    let mut current = Current {
+    let mut current = CurrentSsl {
         ssl,
         text_lo: 0,
         text_hi: 0,
@@ -455,8 +474,9 @@ fn enter_session(ctx: &ProbeContext, pid_tgid: u64, ssl: u64) {
             current.text_hi = ip.saturating_add(range.hi);
         }
     }
-    if CURRENT_SSL.insert(pid_tgid, current, 0).is_err() {
-        count_drop(Drop::TlsStateFull);
+    if let Some(state) = thread_or_insert(pid_tgid) {
+        // SAFETY: this thread's own entry.
+        unsafe { (*state).current = current };
     }
 }
 
@@ -532,9 +552,8 @@ pub fn ssl_get_verify_result_ret(ctx: RetProbeContext) -> u32 {
 
 /// The session whose handshake this thread is running, if it still collects facts.
 #[inline(always)]
-fn in_handshake(pid_tgid: u64) -> Option<(Current, *mut SslState)> {
-    // SAFETY: plain read of this thread's entry.
-    let current = unsafe { *CURRENT_SSL.get_ptr(pid_tgid)? };
+fn in_handshake(pid_tgid: u64) -> Option<(CurrentSsl, *mut SslState)> {
+    let current = current(pid_tgid)?;
     let state = SSL_STATE.get_ptr_mut(key(pid_tgid, current.ssl))?;
     // SAFETY: map value pointer.
     let flags = unsafe { (*state).flags };

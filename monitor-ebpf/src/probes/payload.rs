@@ -1,27 +1,26 @@
 //! Bounded payload capture on plaintext sockets: the first bytes targeted processes write to
 //! the TCP sockets they connected, so userspace can find credentials sent in the clear.
 //!
-//! `SOCKETS` holds the sockets worth looking at (added when a targeted process's TCP connect
-//! succeeds or is in progress, removed on close). Every write-like syscall costs one lookup in
-//! it; a socket that is classified (TLS seen here, a verdict from userspace, or the budget
-//! spent) costs nothing more. Copies go through a per-CPU scratch record and are clamped to
-//! `PAYLOAD_MAX` per write, so the verifier sees bounded sizes on older kernels too.
+//! A write counts when its descriptor leads to a socket tracked in `SOCKETS` (the `struct sock`,
+//! not the descriptor number: a descriptor reused for a file, replaced by `dup2` or inherited
+//! after `exec` never turns a file write into a "socket stream"). Untargeted processes pay the
+//! one target lookup; a socket that is classified (TLS seen here, a verdict from userspace, or
+//! the budget spent) costs targets a few reads more and nothing else. Copies go through a
+//! per-CPU scratch record and are clamped to `PAYLOAD_MAX` per write, so the verifier sees
+//! bounded sizes on older kernels too.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, bpf_probe_read_user_buf},
     macros::{map, tracepoint},
-    maps::{LruHashMap, PerCpuArray},
+    maps::PerCpuArray,
     programs::TracePointContext,
 };
 use monitor_common::{
-    payload_source, sock_flags, EventKind, PayloadEvent, SockKey, SockState, SocketCloseEvent,
-    PAYLOAD_HEADER_LEN, PAYLOAD_MAX, SOCKET_CAPTURE_BUDGET,
+    payload_source, sock_flags, EventKind, PayloadEvent, SockState, PAYLOAD_HEADER_LEN,
+    PAYLOAD_MAX, SOCKET_CAPTURE_BUDGET,
 };
 
-use crate::maps::{count_drop, header, reserve, EVENTS};
-
-/// Connected TCP sockets of targeted processes whose first bytes are still wanted.
-#[map]
-pub static SOCKETS: LruHashMap<SockKey, SockState> = LruHashMap::with_max_entries(65_536, 0);
+use super::connect::SOCKETS;
+use crate::maps::{count_drop, fd_socket, header, is_targeted, EVENTS};
 
 #[map]
 static SCRATCH: PerCpuArray<PayloadEvent> = PerCpuArray::with_max_entries(1, 0);
@@ -41,37 +40,24 @@ struct Iovec {
     len: u64,
 }
 
-/// Called from the connect exit: start watching this socket.
+/// The socket behind `fd` of the current (targeted) process, when it is tracked and its
+/// first bytes are still wanted.
 #[inline(always)]
-pub fn track(pid_tgid: u64, fd: i32) {
-    let key = SockKey {
-        tgid: (pid_tgid >> 32) as u32,
-        fd: fd as u32,
-    };
-    if SOCKETS.insert(key, SockState::default(), 0).is_err() {
-        count_drop(monitor_common::Drop::SocketsFull);
-    }
-}
-
-/// The one lookup every write pays: the socket's state when it is still being captured.
-#[inline(always)]
-fn capturing(pid_tgid: u64, fd: u64) -> Option<(SockKey, *mut SockState)> {
-    let key = SockKey {
-        tgid: (pid_tgid >> 32) as u32,
-        fd: fd as u32,
-    };
-    let state = SOCKETS.get_ptr_mut(key)?;
+fn capturing(fd: u64) -> Option<(u64, *mut SockState)> {
+    let (sk, _) = fd_socket(fd as i32)?;
+    let state = SOCKETS.get_ptr_mut(sk)?;
     // SAFETY: map value pointer.
     if unsafe { (*state).flags } & sock_flags::DONE != 0 {
         return None;
     }
-    Some((key, state))
+    Some((sk, state))
 }
 
 /// Copy up to `PAYLOAD_MAX` bytes of `[buf, buf+len)` into one event. Returns false when the
 /// socket is done (TLS seen or budget spent), so callers stop copying further segments.
 #[inline(always)]
-fn capture(pid_tgid: u64, fd: u64, state: *mut SockState, source: u32, buf: u64, len: u64) -> bool {
+fn capture(w: &WriteCall, source: u32, buf: u64, len: u64) -> bool {
+    let state = w.state;
     if len == 0 {
         return true;
     }
@@ -86,8 +72,9 @@ fn capture(pid_tgid: u64, fd: u64, state: *mut SockState, source: u32, buf: u64,
             (*state).flags |= sock_flags::DONE;
             return false;
         }
-        (*scratch).header = header(EventKind::Payload, pid_tgid);
-        (*scratch).fd = fd as i32;
+        (*scratch).header = header(EventKind::Payload, w.pid_tgid);
+        (*scratch).sock = w.sock;
+        (*scratch).fd = w.fd as i32;
         (*scratch).source = source;
         (*scratch).len = len.min(u32::MAX as u64) as u32;
         (*scratch).captured = 0;
@@ -115,12 +102,13 @@ fn capture(pid_tgid: u64, fd: u64, state: *mut SockState, source: u32, buf: u64,
     }
 }
 
-/// What every write-like syscall starts with: the fd's capture state (the one lookup everyone
-/// pays) and the two arguments after the fd (buffer and length, or iovec array and count, or
-/// message header and flags).
+/// What every write-like syscall starts with: the target check (the one lookup everyone pays),
+/// the socket's capture state, and the two arguments after the fd (buffer and length, or iovec
+/// array and count, or message header and flags).
 struct WriteCall {
     pid_tgid: u64,
     fd: u64,
+    sock: u64,
     state: *mut SockState,
     arg1: u64,
     arg2: u64,
@@ -129,9 +117,12 @@ struct WriteCall {
 #[inline(always)]
 fn write_call(ctx: &TracePointContext) -> Option<WriteCall> {
     let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_targeted((pid_tgid >> 32) as u32) {
+        return None;
+    }
     // SAFETY: stable syscall tracepoint layout (fd, then two 8-byte arguments).
     let fd = unsafe { ctx.read_at::<u64>(ARG0) }.ok()?;
-    let (_, state) = capturing(pid_tgid, fd)?;
+    let (sock, state) = capturing(fd)?;
     // SAFETY: as above.
     let (arg1, arg2) = unsafe {
         (
@@ -142,6 +133,7 @@ fn write_call(ctx: &TracePointContext) -> Option<WriteCall> {
     Some(WriteCall {
         pid_tgid,
         fd,
+        sock,
         state,
         arg1,
         arg2,
@@ -152,14 +144,7 @@ fn write_call(ctx: &TracePointContext) -> Option<WriteCall> {
 #[tracepoint]
 pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
     if let Some(w) = write_call(&ctx) {
-        capture(
-            w.pid_tgid,
-            w.fd,
-            w.state,
-            payload_source::WRITE,
-            w.arg1,
-            w.arg2,
-        );
+        capture(&w, payload_source::WRITE, w.arg1, w.arg2);
     }
     0
 }
@@ -168,14 +153,7 @@ pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
     if let Some(w) = write_call(&ctx) {
-        capture(
-            w.pid_tgid,
-            w.fd,
-            w.state,
-            payload_source::SENDTO,
-            w.arg1,
-            w.arg2,
-        );
+        capture(&w, payload_source::SENDTO, w.arg1, w.arg2);
     }
     0
 }
@@ -191,7 +169,7 @@ fn capture_iovecs(w: &WriteCall, source: u32, iov: u64, count: u64) {
         let Ok(v) = (unsafe { bpf_probe_read_user((iov as *const Iovec).wrapping_add(i)) }) else {
             break;
         };
-        if !capture(w.pid_tgid, w.fd, w.state, source, v.base, v.len) {
+        if !capture(w, source, v.base, v.len) {
             break;
         }
     }
@@ -223,37 +201,6 @@ pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
         // SAFETY: the header is read with a faulting-safe helper.
         if let Ok(hdr) = unsafe { bpf_probe_read_user(w.arg1 as *const MsgHdr) } {
             capture_iovecs(&w, payload_source::SENDMSG, hdr.iov, hdr.iovlen);
-        }
-    }
-    0
-}
-
-/// `int close(int fd)`: forget the socket; tell userspace when it was still undecided.
-#[tracepoint]
-pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: stable syscall tracepoint layout.
-    let Ok(fd) = (unsafe { ctx.read_at::<u64>(ARG0) }) else {
-        return 0;
-    };
-    let key = SockKey {
-        tgid: (pid_tgid >> 32) as u32,
-        fd: fd as u32,
-    };
-    let Some(state) = SOCKETS.get_ptr(key) else {
-        return 0;
-    };
-    // SAFETY: copied out before removal.
-    let state = unsafe { *state };
-    let _ = SOCKETS.remove(key);
-    if state.flags & sock_flags::DONE == 0 {
-        if let Some(mut entry) = reserve::<SocketCloseEvent>() {
-            entry.write(SocketCloseEvent {
-                header: header(EventKind::SocketClose, pid_tgid),
-                fd: fd as i32,
-                _pad: 0,
-            });
-            entry.submit(0);
         }
     }
     0

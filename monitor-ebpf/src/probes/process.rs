@@ -8,11 +8,11 @@ use aya_ebpf::{
     EbpfContext as _,
 };
 use aya_log_ebpf::debug;
-use monitor_common::{target, Drop, EventKind, ExecEvent, ExitEvent};
+use monitor_common::{target, Drop, EventKind, ExecEvent, ExitEvent, TargetEntry};
 
 use crate::maps::{
-    count_drop, filter_all, header, is_targeted, report_all_execs, reserve, TARGETS, TARGET_COMMS,
-    TRACEPOINT_OFFSETS,
+    count_drop, current_start, filter_all, header, is_targeted, report_all_execs, reserve, TARGETS,
+    TARGET_COMMS, THREADS, TRACEPOINT_OFFSETS,
 };
 
 /// `trace_sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`
@@ -23,7 +23,12 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     let mut targeted = is_targeted(tgid);
     let comm = bpf_get_current_comm().unwrap_or_default();
     if !targeted && TARGET_COMMS.get_ptr(comm).is_some() {
-        targeted = TARGETS.insert(tgid, target::SELECTED, 0).is_ok();
+        let entry = TargetEntry {
+            flags: target::SELECTED,
+            _pad: 0,
+            start: current_start(),
+        };
+        targeted = TARGETS.insert(tgid, entry, 0).is_ok();
         if !targeted {
             count_drop(Drop::TargetsFull);
         }
@@ -62,7 +67,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if TARGETS.get_ptr((pid_tgid >> 32) as u32).is_none() {
+    if !is_targeted((pid_tgid >> 32) as u32) {
         return 0;
     }
     // SAFETY: the offset comes from this kernel's tracepoint format.
@@ -71,7 +76,14 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     else {
         return 0;
     };
-    if TARGETS.insert(child, target::INHERITED, 0).is_err() {
+    // The child has not run yet and the kernel removes the entry at its exit: no start time
+    // needed to know it is the one meant.
+    let entry = TargetEntry {
+        flags: target::INHERITED,
+        _pad: 0,
+        start: 0,
+    };
+    if TARGETS.insert(child, entry, 0).is_err() {
         count_drop(Drop::TargetsFull);
     } else {
         debug!(
@@ -84,23 +96,51 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `trace_sched_process_exit(struct task_struct *p)`, once per exiting thread.
+/// `trace_sched_process_exit(struct task_struct *p, bool group_dead)`, once per exiting
+/// thread: whatever the programs kept for the thread goes with it, and the process's target
+/// entry goes with its last thread (`group_dead`; on kernels without that field, with the
+/// leader).
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
-    let _ = ctx;
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
-    let leader = tid == (pid_tgid >> 32) as u32;
-    let known = TARGETS.get_ptr(tid).is_some();
-    if known {
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: this thread's own entry, copied out before removal.
+    let had_state = match THREADS.get_ptr(pid_tgid).map(|s| unsafe { *s }) {
+        Some(state) => {
+            crate::probes::connect::thread_gone(&state.connect);
+            let _ = THREADS.remove(pid_tgid);
+            true
+        }
+        None => false,
+    };
+    if tid != tgid && TARGETS.get_ptr(tid).is_some() {
         let _ = TARGETS.remove(tid);
     }
-    if !leader || !(known || filter_all()) {
+    let group_dead_at = TRACEPOINT_OFFSETS.load().exit_group_dead;
+    let process_ends = if group_dead_at != 0 {
+        // SAFETY: the offset comes from this kernel's tracepoint format.
+        unsafe { ctx.read_at::<u8>(group_dead_at as usize) }.unwrap_or(0) != 0
+    } else {
+        tid == tgid
+    };
+    let report = if process_ends {
+        let known = TARGETS.get_ptr(tgid).is_some();
+        if known {
+            let _ = TARGETS.remove(tgid);
+        }
+        known || filter_all()
+    } else {
+        had_state
+    };
+    if !report {
         return 0;
     }
     if let Some(mut entry) = reserve::<ExitEvent>() {
         entry.write(ExitEvent {
             header: header(EventKind::Exit, pid_tgid),
+            thread: (!process_ends) as u32,
+            _pad: 0,
         });
         entry.submit(0);
     }

@@ -1,72 +1,236 @@
-//! Which socket goes where: TCP connects by (process, fd), and the latest connect of each
-//! thread, so TLS sessions and payloads can be tied to a destination.
-use std::collections::HashMap;
+//! A process's connections: by kernel socket, by descriptor, and the latest connect of each
+//! thread, so TLS sessions and payloads are tied to a destination, and each connection's
+//! pending report (its held `connect` event) and plaintext stream live and die with it.
+//!
+//! A TCP connection is named by its kernel socket (`struct sock` address), not by its
+//! descriptor: a descriptor can be closed and reused, replaced by `dup2`, or inherited by a
+//! child, while the socket is one connection from connect to close. Connections the kernel
+//! does not track (UDP, or no socket offsets) get an id derived from their descriptor.
+use std::{collections::HashMap, sync::Arc};
 
-use crate::output::Destination;
+use crate::{
+    detect::StreamInspector,
+    output::{Destination, Event, Socket},
+};
+
+/// A connection's id: the kernel socket address, or for untracked ones [`untracked`]`(fd)`.
+pub type SockId = u64;
+
+/// Id of a connection the kernel does not track. Kernel addresses are far above `u32::MAX`, so
+/// these never collide with a real socket.
+pub fn untracked(fd: i32) -> SockId {
+    fd as u32 as u64 + 1
+}
+
+/// One connection of a process.
+#[derive(Debug)]
+pub struct Conn {
+    pub fd: i32,
+    /// The thread that connected it.
+    pub tid: u32,
+    pub destination: Destination,
+    pub socket: Socket,
+    /// Its `connect` event, held until the destination has a name and the outcome is known, or
+    /// until `CONNECT_HOLD` passed.
+    pub held: Option<Event>,
+    /// The outcome of the connect is known (it returned a final result, or the kernel told).
+    pub outcome_known: bool,
+    /// The `connect` event went out as `in_progress`: a `connect_result` event is owed.
+    pub result_owed: bool,
+    /// The first bytes the process writes, until the plaintext detectors reach a verdict.
+    pub stream: Option<StreamInspector>,
+    /// The name the client used for the destination (HTTP Host, TLS SNI), once known.
+    pub hostname: Option<Arc<str>>,
+    /// Its first bytes were judged (the name, if any, is known).
+    pub judged: bool,
+}
+
+impl Conn {
+    pub fn new(fd: i32, destination: Destination, socket: Socket) -> Self {
+        Self {
+            fd,
+            tid: 0,
+            destination,
+            socket,
+            held: None,
+            outcome_known: true,
+            result_owed: false,
+            stream: None,
+            hostname: None,
+            judged: false,
+        }
+    }
+
+    /// The destination with the learned name, if any.
+    pub fn named_destination(&self) -> Destination {
+        let mut d = self.destination.clone();
+        if d.hostname.is_none() {
+            d.hostname = self.hostname.clone();
+        }
+        d
+    }
+}
+
+/// Threads whose latest connect is remembered, per process, at most (oldest forgotten first).
+pub const MAX_THREADS: usize = 4096;
 
 #[derive(Debug, Default)]
 pub struct Connections {
-    by_fd: HashMap<(u32, i32), Destination>,
-    last_on_thread: HashMap<(u32, u32), (i32, Destination)>,
+    by_sock: HashMap<SockId, Conn>,
+    by_fd: HashMap<i32, SockId>,
+    last_on_thread: HashMap<u32, SockId>,
 }
 
 impl Connections {
-    pub fn record(&mut self, pid: u32, tid: u32, fd: i32, destination: Destination) {
-        self.by_fd.insert((pid, fd), destination.clone());
-        self.last_on_thread.insert((pid, tid), (fd, destination));
+    /// A new connection on `fd` (the one it replaces on that descriptor, if any, is returned:
+    /// its socket is another connection now, whatever the kernel says of it later).
+    pub fn insert(&mut self, tid: u32, id: SockId, mut conn: Conn) -> Option<Conn> {
+        conn.tid = tid;
+        let fd = conn.fd;
+        let old = self.by_fd.insert(fd, id).filter(|old| *old != id);
+        // A tracked socket stays until the kernel reports its end; an untracked one was only
+        // ever known by this descriptor.
+        let replaced = old
+            .filter(|old| *old == untracked(fd))
+            .and_then(|old| self.remove(old));
+        if self.last_on_thread.len() >= MAX_THREADS && !self.last_on_thread.contains_key(&tid) {
+            if let Some(&any) = self.last_on_thread.keys().next() {
+                self.last_on_thread.remove(&any);
+            }
+        }
+        self.last_on_thread.insert(tid, id);
+        self.by_sock.insert(id, conn);
+        replaced
     }
 
-    pub fn by_fd(&self, pid: u32, fd: i32) -> Option<Destination> {
-        self.by_fd.get(&(pid, fd)).cloned()
+    pub fn get(&self, id: SockId) -> Option<&Conn> {
+        self.by_sock.get(&id)
     }
 
-    /// The most recent connect made by this thread, if its socket is still known.
-    pub fn last_on_thread(&self, pid: u32, tid: u32) -> Option<(i32, Destination)> {
-        let (fd, dest) = self.last_on_thread.get(&(pid, tid))?;
-        // The fd may have been reused for another connect since.
-        (self.by_fd.get(&(pid, *fd)) == Some(dest)).then(|| (*fd, dest.clone()))
+    pub fn get_mut(&mut self, id: SockId) -> Option<&mut Conn> {
+        self.by_sock.get_mut(&id)
     }
 
-    pub fn close(&mut self, pid: u32, fd: i32) {
-        self.by_fd.remove(&(pid, fd));
+    /// The connection currently on descriptor `fd`.
+    pub fn by_fd(&self, fd: i32) -> Option<(SockId, &Conn)> {
+        let id = *self.by_fd.get(&fd)?;
+        self.by_sock.get(&id).map(|c| (id, c))
     }
 
-    pub fn forget_process(&mut self, pid: u32) {
-        self.by_fd.retain(|k, _| k.0 != pid);
-        self.last_on_thread.retain(|k, _| k.0 != pid);
+    /// The most recent connect made by this thread, if its connection is still open.
+    pub fn last_on_thread(&self, tid: u32) -> Option<(SockId, &Conn)> {
+        let id = *self.last_on_thread.get(&tid)?;
+        self.by_sock.get(&id).map(|c| (id, c))
     }
 
-    #[cfg(test)]
+    /// The connection ended: forget it.
+    pub fn remove(&mut self, id: SockId) -> Option<Conn> {
+        let conn = self.by_sock.remove(&id)?;
+        if self.by_fd.get(&conn.fd) == Some(&id) {
+            self.by_fd.remove(&conn.fd);
+        }
+        if self.last_on_thread.get(&conn.tid) == Some(&id) {
+            self.last_on_thread.remove(&conn.tid);
+        }
+        Some(conn)
+    }
+
+    /// A thread ended: forget its latest connect.
+    pub fn thread_exit(&mut self, tid: u32) {
+        self.last_on_thread.remove(&tid);
+    }
+
+    pub fn ids(&self) -> Vec<SockId> {
+        self.by_sock.keys().copied().collect()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (SockId, &Conn)> {
+        self.by_sock.iter().map(|(id, c)| (*id, c))
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_sock.len()
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.by_fd.is_empty()
+        self.by_sock.is_empty()
+    }
+
+    /// Entries in every index (for the table-size figures of `stats` status lines).
+    pub fn table_sizes(&self) -> (usize, usize, usize) {
+        (
+            self.by_sock.len(),
+            self.by_fd.len(),
+            self.last_on_thread.len(),
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::{Family, Protocol};
 
-    fn dest(port: u16) -> Destination {
-        Destination {
-            ip: "10.203.0.2".parse().unwrap(),
-            port,
-            hostname: None,
-        }
+    fn conn(fd: i32, port: u16) -> Conn {
+        Conn::new(
+            fd,
+            Destination {
+                ip: "10.203.0.2".parse().unwrap(),
+                port,
+                hostname: None,
+            },
+            Socket {
+                family: Family::Ipv4,
+                protocol: Some(Protocol::Tcp),
+                fd,
+            },
+        )
+    }
+
+    const SK1: SockId = 0xffff_8880_0000_1000;
+    const SK2: SockId = 0xffff_8880_0000_2000;
+
+    #[test]
+    fn sockets_outlive_descriptor_reuse() {
+        let mut c = Connections::default();
+        c.insert(10, SK1, conn(5, 443));
+        assert_eq!(c.by_fd(5).unwrap().0, SK1);
+        assert_eq!(c.last_on_thread(10).unwrap().0, SK1);
+        assert!(c.last_on_thread(11).is_none());
+        // fd 5 is reused (after dup2 or close) for another connection by another thread.
+        assert!(c.insert(11, SK2, conn(5, 8443)).is_none());
+        assert_eq!(c.by_fd(5).unwrap().1.destination.port, 8443);
+        // The first socket is still a connection until the kernel reports its end.
+        assert_eq!(c.get(SK1).unwrap().destination.port, 443);
+        assert_eq!(c.last_on_thread(10).unwrap().0, SK1);
+        // Its end does not disturb the descriptor's new owner.
+        c.remove(SK1);
+        assert_eq!(c.by_fd(5).unwrap().0, SK2);
+        assert!(c.last_on_thread(10).is_none());
+        c.thread_exit(11);
+        assert!(c.last_on_thread(11).is_none());
+        c.remove(SK2);
+        assert!(c.is_empty());
+        assert_eq!(c.table_sizes(), (0, 0, 0));
     }
 
     #[test]
-    fn last_connect_per_thread_and_fd_reuse() {
+    fn untracked_connections_are_replaced_on_their_descriptor() {
         let mut c = Connections::default();
-        c.record(1, 10, 5, dest(443));
-        assert_eq!(c.last_on_thread(1, 10), Some((5, dest(443))));
-        assert_eq!(c.last_on_thread(1, 11), None);
-        // Another thread reuses fd 5 for another destination: thread 10's record is stale.
-        c.record(1, 11, 5, dest(8443));
-        assert_eq!(c.last_on_thread(1, 10), None);
-        assert_eq!(c.by_fd(1, 5), Some(dest(8443)));
-        c.close(1, 5);
-        assert_eq!(c.by_fd(1, 5), None);
-        c.forget_process(1);
-        assert!(c.is_empty());
+        c.insert(1, untracked(7), conn(7, 53));
+        let old = c.insert(1, untracked(7), conn(7, 54));
+        assert!(old.is_none(), "same id: an update, not a replacement");
+        assert_eq!(c.len(), 1);
+        c.insert(1, SK1, conn(7, 443));
+        assert_eq!(c.len(), 1, "the UDP socket on fd 7 is gone");
+    }
+
+    #[test]
+    fn thread_memory_is_bounded() {
+        let mut c = Connections::default();
+        for tid in 0..(MAX_THREADS as u32 + 100) {
+            c.insert(tid, untracked(3), conn(3, 1));
+        }
+        assert!(c.table_sizes().2 <= MAX_THREADS);
     }
 }

@@ -1,40 +1,53 @@
 //! Findings deduplicated per (id, process, destination) with a count, so a busy process
 //! cannot flood the output: the first occurrence is reported at once, repeats are counted and
-//! reported as updated counts on `flush` (periodically and at shutdown).
+//! reported as updated counts on `flush` (periodically, at the process's exit and at shutdown).
+//! One `Dedup` belongs to one process (its `ProcessState`), so a reused pid starts from zero.
 use std::{collections::HashMap, net::IpAddr};
 
 use crate::output::finding::{Finding, FindingId};
 
-type Key = (FindingId, u32, Option<(IpAddr, u16)>);
+type Key = (FindingId, Option<(IpAddr, u16)>);
+
+/// Distinct findings remembered per process, at most; beyond that a new one is still reported
+/// but not counted (the caller counts the overflow).
+pub const MAX_PER_PROCESS: usize = 1024;
 
 #[derive(Debug, Default)]
 pub struct Dedup {
     seen: HashMap<Key, (Finding, u64)>,
 }
 
+/// What [`Dedup::observe`] decided.
+#[derive(Debug, PartialEq)]
+pub enum Seen {
+    /// The first of its kind: report it.
+    First(Finding),
+    /// A repeat: counted, reported on the next flush.
+    Repeat,
+    /// The first of its kind, but the table is full: report it, its repeats will not be counted.
+    Uncounted(Finding),
+}
+
 impl Dedup {
-    /// `Some(finding)` (count 1) the first time, `None` for a repeat.
-    pub fn observe(&mut self, finding: Finding) -> Option<Finding> {
+    pub fn observe(&mut self, finding: Finding) -> Seen {
         let key = (
             finding.id,
-            finding.process.pid,
             finding.destination.as_ref().map(|d| (d.ip, d.port)),
         );
-        match self.seen.get_mut(&key) {
-            Some((latest, _reported)) => {
-                let count = latest.count + 1;
-                *latest = Finding { count, ..finding };
-                None
-            }
-            None => {
-                let first = Finding {
-                    count: 1,
-                    ..finding
-                };
-                self.seen.insert(key, (first.clone(), 1));
-                Some(first)
-            }
+        if let Some((latest, _reported)) = self.seen.get_mut(&key) {
+            let count = latest.count + 1;
+            *latest = Finding { count, ..finding };
+            return Seen::Repeat;
         }
+        let first = Finding {
+            count: 1,
+            ..finding
+        };
+        if self.seen.len() >= MAX_PER_PROCESS {
+            return Seen::Uncounted(first);
+        }
+        self.seen.insert(key, (first.clone(), 1));
+        Seen::First(first)
     }
 
     /// Findings whose count grew since they were last reported.
@@ -50,9 +63,12 @@ impl Dedup {
         out
     }
 
-    /// Forget a finished process (its counts were flushed by the caller first).
-    pub fn forget_process(&mut self, pid: u32) {
-        self.seen.retain(|k, _| k.1 != pid);
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
     }
 }
 
@@ -63,12 +79,12 @@ mod tests {
     use super::*;
     use crate::{output::Destination, process::ProcessInfo};
 
-    fn finding(pid: u32, port: u16) -> Finding {
+    fn finding(port: u16) -> Finding {
         Finding {
             time: SystemTime::UNIX_EPOCH,
             id: FindingId::TlsVerifyDisabled,
             process: Arc::new(ProcessInfo {
-                pid,
+                pid: 1,
                 ..Default::default()
             }),
             destination: Some(Destination {
@@ -84,19 +100,26 @@ mod tests {
     #[test]
     fn first_is_reported_repeats_are_counted() {
         let mut d = Dedup::default();
-        assert_eq!(d.observe(finding(1, 443)).unwrap().count, 1);
-        assert!(d.observe(finding(1, 443)).is_none());
-        assert!(d.observe(finding(1, 443)).is_none());
+        assert!(matches!(d.observe(finding(443)), Seen::First(f) if f.count == 1));
+        assert_eq!(d.observe(finding(443)), Seen::Repeat);
+        assert_eq!(d.observe(finding(443)), Seen::Repeat);
         assert!(
-            d.observe(finding(1, 8443)).is_some(),
+            matches!(d.observe(finding(8443)), Seen::First(_)),
             "another destination is another finding"
         );
-        assert!(d.observe(finding(2, 443)).is_some(), "another process too");
         let flushed = d.flush();
         assert_eq!(flushed.len(), 1);
         assert_eq!(flushed[0].count, 3);
         assert!(d.flush().is_empty(), "nothing new since");
-        d.forget_process(1);
-        assert!(d.observe(finding(1, 443)).is_some());
+    }
+
+    #[test]
+    fn the_table_is_bounded() {
+        let mut d = Dedup::default();
+        for port in 0..MAX_PER_PROCESS as u16 {
+            assert!(matches!(d.observe(finding(port)), Seen::First(_)));
+        }
+        assert!(matches!(d.observe(finding(u16::MAX)), Seen::Uncounted(_)));
+        assert_eq!(d.len(), MAX_PER_PROCESS);
     }
 }

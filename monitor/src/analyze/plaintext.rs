@@ -2,13 +2,16 @@
 //! the protocol detectors until they reach a verdict; credentials and authentication endpoints
 //! seen without TLS become findings, and every verdict names the destination (Host header or
 //! SNI) for the connection's `connect` event.
-use std::{collections::HashMap, net::IpAddr, sync::Arc};
+use std::{net::IpAddr, sync::Arc};
 
 use serde_json::{json, Value};
 
 use crate::{
-    detect::{redact::Fingerprinter, AppProtocol, DetectConfig, Observation, StreamInspector},
-    output::{finding::FindingId, Destination},
+    detect::{
+        redact::Fingerprinter, secret::Secret, AppProtocol, DetectConfig, Observation,
+        StreamInspector,
+    },
+    output::finding::FindingId,
 };
 
 /// What one stream's verdict means for the report.
@@ -18,21 +21,21 @@ pub struct Verdict {
     pub hostname: Option<Arc<str>>,
     /// Findings (id and evidence) for this connection.
     pub findings: Vec<(FindingId, Value)>,
+    /// Every credential value seen (never output: the caller scrubs them from everything it
+    /// writes from now on).
+    pub secrets: Vec<Secret>,
 }
 
-struct Stream {
-    inspector: StreamInspector,
-}
-
+/// The detectors' settings, shared by every stream (the streams themselves live with their
+/// connection, see `connections::Conn::stream`).
 pub struct Plaintext {
-    streams: HashMap<(u32, i32), Stream>,
     config: DetectConfig,
     fingerprints: Fingerprinter,
 }
 
-/// Streams open at once, at most; beyond that new ones are not inspected (and say so in the
-/// drop counters of the caller).
-const MAX_STREAMS: usize = 16_384;
+/// Streams under inspection at once, at most, over all processes; beyond that new ones are not
+/// inspected, and the caller counts them as dropped (`streams_full`).
+pub const MAX_STREAMS: usize = 16_384;
 
 /// `api.test:8080` -> `api.test`; IP literals are not names.
 fn host_name(host: &str) -> Option<Arc<str>> {
@@ -107,68 +110,44 @@ pub fn judge(o: &Observation) -> Verdict {
             }
         }
     }
-    Verdict { hostname, findings }
+    let secrets = o
+        .credentials
+        .iter()
+        .flat_map(|c| c.secrets.iter().cloned())
+        .collect();
+    Verdict {
+        hostname,
+        findings,
+        secrets,
+    }
 }
 
 impl Plaintext {
     pub fn new(config: DetectConfig, fingerprints: Fingerprinter) -> Self {
         Self {
-            streams: HashMap::new(),
             config,
             fingerprints,
         }
     }
 
-    /// Bytes written on a connection. `Some` once the stream is decided (the caller then stops
-    /// the kernel copying it).
-    pub fn write(&mut self, pid: u32, fd: i32, data: &[u8], complete: bool) -> Option<Verdict> {
-        if !self.streams.contains_key(&(pid, fd)) && self.streams.len() >= MAX_STREAMS {
-            return None;
-        }
-        let stream = self.streams.entry((pid, fd)).or_insert_with(|| Stream {
-            inspector: StreamInspector::new(),
-        });
-        let observation =
-            stream
-                .inspector
-                .feed(data, complete, &self.config, &self.fingerprints)?;
-        self.streams.remove(&(pid, fd));
+    /// Bytes written on a connection. `Some` once the stream is decided (the caller then drops
+    /// the stream and stops the kernel copying it).
+    pub fn write(
+        &self,
+        stream: &mut StreamInspector,
+        data: &[u8],
+        complete: bool,
+    ) -> Option<Verdict> {
+        let observation = stream.feed(data, complete, &self.config, &self.fingerprints)?;
         Some(judge(&observation))
     }
 
     /// The connection closed (or its process exited): the best verdict from what was seen.
-    pub fn close(&mut self, pid: u32, fd: i32) -> Option<Verdict> {
-        let mut stream = self.streams.remove(&(pid, fd))?;
+    pub fn close(&self, mut stream: StreamInspector) -> Option<Verdict> {
         stream
-            .inspector
             .finish(&self.config, &self.fingerprints)
             .map(|o| judge(&o))
     }
-
-    /// A new connect on an fd: whatever was there before is gone.
-    pub fn reset(&mut self, pid: u32, fd: i32) {
-        self.streams.remove(&(pid, fd));
-    }
-
-    pub fn process_exit(&mut self, pid: u32) -> Vec<(i32, Verdict)> {
-        let fds: Vec<i32> = self
-            .streams
-            .keys()
-            .filter(|k| k.0 == pid)
-            .map(|k| k.1)
-            .collect();
-        fds.into_iter()
-            .filter_map(|fd| self.close(pid, fd).map(|v| (fd, v)))
-            .collect()
-    }
-}
-
-/// Attach the learned hostname to a destination.
-pub fn named(mut destination: Destination, hostname: Option<&Arc<str>>) -> Destination {
-    if destination.hostname.is_none() {
-        destination.hostname = hostname.cloned();
-    }
-    destination
 }
 
 #[cfg(test)]
@@ -181,12 +160,16 @@ mod tests {
 
     #[test]
     fn bearer_token_over_http_is_reported_without_the_token() {
-        let mut p = Plaintext::new(DetectConfig::default(), fp());
+        let p = Plaintext::new(DetectConfig::default(), fp());
         let secret = "tok-9f8e7d6c5b4a39281706";
         let req = format!("GET /v1/items HTTP/1.1\r\nHost: api.test:8080\r\nAuthorization: Bearer {secret}\r\n\r\n");
         let v = p
-            .write(1, 5, req.as_bytes(), true)
+            .write(&mut StreamInspector::new(), req.as_bytes(), true)
             .expect("decided at the end of the headers");
+        assert!(
+            v.secrets.iter().any(|s| s.as_bytes() == secret.as_bytes()),
+            "the token is handed to the scrubber"
+        );
         assert_eq!(v.hostname.as_deref(), Some("api.test"));
         assert_eq!(v.findings.len(), 1);
         let (id, evidence) = &v.findings[0];
@@ -203,11 +186,10 @@ mod tests {
 
     #[test]
     fn token_endpoint_is_reported_even_without_credentials() {
-        let mut p = Plaintext::new(DetectConfig::default(), fp());
+        let p = Plaintext::new(DetectConfig::default(), fp());
         let v = p
             .write(
-                1,
-                5,
+                &mut StreamInspector::new(),
                 b"POST /oauth/token HTTP/1.1\r\nHost: auth.test\r\nContent-Length: 0\r\n\r\n",
                 true,
             )
@@ -231,26 +213,26 @@ mod tests {
             judge(&o),
             Verdict {
                 hostname: Some("api.test".into()),
-                findings: vec![]
+                findings: vec![],
+                secrets: vec![],
             }
         );
     }
 
     #[test]
     fn clean_requests_decide_at_close() {
-        let mut p = Plaintext::new(DetectConfig::default(), fp());
+        let p = Plaintext::new(DetectConfig::default(), fp());
+        let mut stream = StreamInspector::new();
         assert!(p
             .write(
-                2,
-                9,
+                &mut stream,
                 b"GET / HTTP/1.1\r\nHost: 10.203.0.2:8080\r\n\r\n",
                 true
             )
             .is_none());
-        let v = p.close(2, 9).expect("a verdict at close");
+        let v = p.close(stream).expect("a verdict at close");
         assert!(v.findings.is_empty());
         assert_eq!(v.hostname, None, "an IP literal is not a hostname");
-        assert!(p.close(2, 9).is_none());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::{
 use monitor_common::TlsCall;
 use serde_json::{json, Value};
 
-use super::connections::Connections;
+use super::{connections::Connections, Drops};
 use crate::{
     decode::{Cert, Tls},
     detect::x509::{self, TrustStore},
@@ -89,7 +89,6 @@ enum OpensslVerdict {
 
 #[derive(Clone, Debug)]
 struct Session {
-    pid: u32,
     library: Option<LibraryKind>,
     library_path: Option<String>,
     role: Role,
@@ -111,9 +110,8 @@ struct Session {
 }
 
 impl Session {
-    fn new(pid: u32, time: SystemTime) -> Self {
+    fn new(time: SystemTime) -> Self {
         Self {
-            pid,
             library: None,
             library_path: None,
             role: Role::Unknown,
@@ -171,11 +169,7 @@ struct CtxInfo {
     verify_callback: bool,
 }
 
-/// The SSL object an `X509_VERIFY_PARAM` belongs to (from `SSL_get0_param`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct ParamOwner(u64);
-
-/// Process-wide bypasses (environment variables), by pid.
+/// Process-wide bypasses (environment variables).
 #[derive(Clone, Debug)]
 pub struct EnvBypass {
     pub name: String,
@@ -189,151 +183,169 @@ pub fn env_bypass(name: &str, value: &str) -> bool {
     name == "NODE_TLS_REJECT_UNAUTHORIZED" && value == "0"
 }
 
-/// What the tracker wants reported or done.
+/// What the tracker wants reported or done (about the process whose state it is).
 #[derive(Debug)]
 pub enum TlsOutput {
     Handshake {
-        pid: u32,
         destination: Option<Destination>,
         tls: Value,
     },
     Finding {
         id: FindingId,
-        pid: u32,
         destination: Option<Destination>,
         evidence: Value,
     },
     /// The session is settled: the kernel may stop reporting its reads and writes.
-    Settle { tgid: u32, ssl: u64 },
+    Settle { ssl: u64 },
 }
 
-pub struct TlsTracker {
-    sessions: HashMap<(u32, u64), Session>,
+/// Sessions, contexts and verify parameters one process may have at once; beyond that new
+/// ones are not followed (counted as `tls_sessions_full`).
+pub const MAX_SESSIONS: usize = 4096;
+const MAX_CTXS: usize = 1024;
+
+/// One process's OpenSSL objects. SSL, SSL_CTX and X509_VERIFY_PARAM pointers only mean
+/// something inside one address space, so they live here, in the process's own state: another
+/// process freeing an object at the same address cannot touch them.
+#[derive(Debug, Default)]
+pub struct TlsProcess {
+    sessions: HashMap<u64, Session>,
     /// Sessions already concluded, until they are freed (late events for them are ignored).
-    settled: HashSet<(u32, u64)>,
-    ctxs: HashMap<(u32, u64), CtxInfo>,
-    params: HashMap<(u32, u64), ParamOwner>,
-    /// Processes that check certificate host names in their own code (libcurl).
-    app_checks_names: HashSet<u32>,
-    env: HashMap<u32, EnvBypass>,
+    settled: HashSet<u64>,
+    ctxs: HashMap<u64, CtxInfo>,
+    /// `X509_VERIFY_PARAM` -> the SSL object it belongs to (from `SSL_get0_param`).
+    params: HashMap<u64, u64>,
+    /// The process checks certificate host names in its own code (libcurl, libpq, ...).
+    pub app_checks_names: bool,
+    /// A process-wide bypass seen in its environment.
+    pub env: Option<EnvBypass>,
+}
+
+/// What every verdict needs besides the session: the monitor's own trust store.
+pub struct TlsJudge {
     trust: TrustStore,
 }
 
-impl TlsTracker {
+impl TlsJudge {
     pub fn new(trust: TrustStore) -> Self {
-        Self {
-            sessions: HashMap::new(),
-            settled: HashSet::new(),
-            ctxs: HashMap::new(),
-            params: HashMap::new(),
-            app_checks_names: HashSet::new(),
-            env: HashMap::new(),
-            trust,
-        }
+        Self { trust }
     }
+}
 
-    pub fn set_app_checks_names(&mut self, pid: u32) {
-        self.app_checks_names.insert(pid);
-    }
-
-    /// A process-wide bypass was seen (environment at start, or `setenv`). Returns the finding
-    /// the first time per process.
-    pub fn env_bypass(&mut self, pid: u32, bypass: EnvBypass, out: &mut Vec<TlsOutput>) {
+impl TlsProcess {
+    /// A process-wide bypass was seen (environment at start, or `setenv`): the finding, once.
+    pub fn env_bypass(&mut self, bypass: EnvBypass, out: &mut Vec<TlsOutput>) {
         let evidence = json!({
             "variable": bypass.name,
             "value": bypass.value,
             "source": bypass.source,
             "reason": format!("{}={} ({})", bypass.name, bypass.value, bypass.source),
         });
-        let first = !self.env.contains_key(&pid);
-        self.env.insert(pid, bypass);
+        let first = self.env.is_none();
+        self.env = Some(bypass);
         if first {
             out.push(TlsOutput::Finding {
                 id: FindingId::TlsVerifyEnvDisabled,
-                pid,
                 destination: None,
                 evidence,
             });
         }
     }
 
-    /// A process exited: settle every open session (a process may exit without `SSL_free`).
-    pub fn process_exit(&mut self, pid: u32, conns: &Connections, out: &mut Vec<TlsOutput>) {
-        let keys: Vec<(u32, u64)> = self
-            .sessions
-            .keys()
-            .filter(|k| k.0 == pid)
-            .copied()
-            .collect();
-        for key in keys {
-            if let Some(session) = self.sessions.remove(&key) {
-                self.conclude(&session, conns, out);
-            }
+    /// The process exited (or exec'd a new image): conclude every open session (a process may
+    /// exit without `SSL_free`) and return the SSL objects the kernel may still hold state for.
+    pub fn finish(&mut self, judge: &TlsJudge, out: &mut Vec<TlsOutput>) -> Vec<u64> {
+        let mut ssl: Vec<u64> = self.settled.drain().collect();
+        let mut sessions: Vec<(u64, Session)> = self.sessions.drain().collect();
+        sessions.sort_by_key(|(_, s)| s.first_seen);
+        for (key, session) in sessions {
+            judge.conclude(&session, self, out);
+            ssl.push(key);
         }
-        self.ctxs.retain(|k, _| k.0 != pid);
-        self.settled.retain(|k| k.0 != pid);
-        self.params.retain(|k, _| k.0 != pid);
-        self.app_checks_names.remove(&pid);
-        self.env.remove(&pid);
+        self.ctxs.clear();
+        self.params.clear();
+        ssl
     }
 
-    fn session(&mut self, pid: u32, ssl: u64, time: SystemTime) -> &mut Session {
-        self.sessions
-            .entry((pid, ssl))
-            .or_insert_with(|| Session::new(pid, time))
+    /// Entries in its tables (for `stats` status lines).
+    pub fn table_size(&self) -> usize {
+        self.sessions.len() + self.settled.len() + self.ctxs.len() + self.params.len()
+    }
+
+    fn session(&mut self, ssl: u64, time: SystemTime, drops: &mut Drops) -> Option<&mut Session> {
+        if !self.sessions.contains_key(&ssl) && self.sessions.len() >= MAX_SESSIONS {
+            drops.count("tls_sessions_full");
+            return None;
+        }
+        Some(
+            self.sessions
+                .entry(ssl)
+                .or_insert_with(|| Session::new(time)),
+        )
     }
 
     /// Bind a session to the socket it runs on: `SSL_set_fd`, else the latest connect on the
     /// thread that drives its handshake.
-    fn bind(&mut self, pid: u32, tid: u32, ssl: u64, conns: &Connections) {
-        let Some(session) = self.sessions.get(&(pid, ssl)) else {
+    fn bind(&mut self, tid: u32, ssl: u64, conns: &Connections) {
+        let Some(session) = self.sessions.get(&ssl) else {
             return;
         };
         if session.destination.is_some() {
             return;
         }
-        let bound: HashSet<i32> = self
-            .sessions
-            .iter()
-            .filter(|(k, s)| k.0 == pid && k.1 != ssl && s.fd.is_some())
-            .filter_map(|(_, s)| s.fd)
-            .collect();
         let found = match session.fd {
-            Some(fd) => conns.by_fd(pid, fd).map(|d| (fd, d)),
-            None => conns
-                .last_on_thread(pid, tid)
-                .filter(|(fd, _)| !bound.contains(fd)),
+            Some(fd) => conns.by_fd(fd).map(|(_, c)| (fd, c.named_destination())),
+            None => conns.last_on_thread(tid).and_then(|(_, c)| {
+                let taken = self
+                    .sessions
+                    .iter()
+                    .any(|(k, s)| *k != ssl && s.fd == Some(c.fd));
+                (!taken).then(|| (c.fd, c.named_destination()))
+            }),
         };
         if let Some((fd, destination)) = found {
-            let session = self.sessions.get_mut(&(pid, ssl)).expect("checked above");
+            let session = self.sessions.get_mut(&ssl).expect("checked above");
             session.fd = Some(fd);
             session.destination = Some(destination);
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn on_tls(
         &mut self,
+        judge: &TlsJudge,
         e: &Tls,
         library: Option<(&str, LibraryKind)>,
         time: SystemTime,
         conns: &Connections,
         out: &mut Vec<TlsOutput>,
+        drops: &mut Drops,
     ) {
-        let pid = e.tgid;
         // A concluded session only waits for its SSL_free (or its address to be reused).
-        if !matches!(e.call(), TlsCall::SslNew | TlsCall::SslFree)
-            && self.settled.contains(&(pid, e.ssl))
+        if !matches!(
+            e.call(),
+            TlsCall::SslNew | TlsCall::SslFree | TlsCall::CtxFree | TlsCall::CtxSetVerify
+        ) && self.settled.contains(&e.ssl)
         {
             return;
         }
         match e.call() {
             TlsCall::CtxSetVerify => {
-                let ctx = self.ctxs.entry((pid, e.ssl)).or_default();
+                if !self.ctxs.contains_key(&e.ssl) && self.ctxs.len() >= MAX_CTXS {
+                    drops.count("tls_sessions_full");
+                    return;
+                }
+                let ctx = self.ctxs.entry(e.ssl).or_default();
                 ctx.verify_mode = Some(e.value);
                 ctx.verify_callback = e.ptr2 != 0;
             }
+            TlsCall::CtxFree => {
+                self.ctxs.remove(&e.ssl);
+            }
             TlsCall::GetParam => {
-                self.params.insert((pid, e.ptr2), ParamOwner(e.ssl));
+                if self.sessions.contains_key(&e.ssl) || self.params.len() < MAX_SESSIONS {
+                    self.params.insert(e.ptr2, e.ssl);
+                }
             }
             TlsCall::ParamSetHost | TlsCall::ParamSetIp => {
                 let name = if e.call() == TlsCall::ParamSetIp && e.value >= 0 {
@@ -344,8 +356,10 @@ impl TlsTracker {
                 let Some(name) = name.filter(|n| !n.is_empty()) else {
                     return;
                 };
-                if let Some(ParamOwner(ssl)) = self.params.get(&(pid, e.ssl)).copied() {
-                    let s = self.session(pid, ssl, time);
+                if let Some(ssl) = self.params.get(&e.ssl).copied() {
+                    let Some(s) = self.session(ssl, time, drops) else {
+                        return;
+                    };
                     if e.call() == TlsCall::ParamSetIp {
                         s.ips.push(name);
                     } else {
@@ -354,60 +368,70 @@ impl TlsTracker {
                 }
             }
             TlsCall::SslNew => {
-                let ctx = self.ctxs.get(&(pid, e.ptr2)).cloned().unwrap_or_default();
+                let ctx = self.ctxs.get(&e.ptr2).cloned().unwrap_or_default();
                 // A reused address is a new session.
-                self.settled.remove(&(pid, e.ssl));
-                let mut s = Session::new(pid, time);
+                self.settled.remove(&e.ssl);
+                self.sessions.remove(&e.ssl);
+                let Some(s) = self.session(e.ssl, time, drops) else {
+                    return;
+                };
                 s.verify_mode = ctx.verify_mode;
                 s.verify_callback = ctx.verify_callback;
-                self.sessions.insert((pid, e.ssl), s);
             }
             TlsCall::SslFree => {
-                if let Some(session) = self.sessions.remove(&(pid, e.ssl)) {
-                    self.conclude(&session, conns, out);
+                if let Some(session) = self.sessions.remove(&e.ssl) {
+                    judge.conclude(&session, self, out);
                 }
-                self.settled.remove(&(pid, e.ssl));
-                self.params.retain(|_, owner| *owner != ParamOwner(e.ssl));
+                self.settled.remove(&e.ssl);
+                self.params.retain(|_, owner| *owner != e.ssl);
             }
             TlsCall::UnknownSession => {
                 // Created before we watched it: nothing reliable to say, stop paying for it.
-                self.sessions.remove(&(pid, e.ssl));
-                out.push(TlsOutput::Settle {
-                    tgid: pid,
-                    ssl: e.ssl,
-                });
+                self.sessions.remove(&e.ssl);
+                self.settled.insert(e.ssl);
+                out.push(TlsOutput::Settle { ssl: e.ssl });
             }
             TlsCall::ServerRole => {
-                if let Some(s) = self.sessions.get_mut(&(pid, e.ssl)) {
+                if let Some(s) = self.sessions.get_mut(&e.ssl) {
                     s.role = Role::Server;
                 }
-                out.push(TlsOutput::Settle {
-                    tgid: pid,
-                    ssl: e.ssl,
-                });
+                out.push(TlsOutput::Settle { ssl: e.ssl });
             }
-            TlsCall::ClientRole => self.session(pid, e.ssl, time).role = Role::Client,
+            TlsCall::ClientRole => {
+                if let Some(s) = self.session(e.ssl, time, drops) {
+                    s.role = Role::Client;
+                }
+            }
             TlsCall::SetVerify => {
-                let s = self.session(pid, e.ssl, time);
-                s.verify_mode = Some(e.value);
-                s.verify_callback = e.ptr2 != 0;
+                if let Some(s) = self.session(e.ssl, time, drops) {
+                    s.verify_mode = Some(e.value);
+                    s.verify_callback = e.ptr2 != 0;
+                }
             }
             TlsCall::SetSni => {
                 let sni = e.text_str();
-                self.session(pid, e.ssl, time).sni = Some(sni);
+                if let Some(s) = self.session(e.ssl, time, drops) {
+                    s.sni = Some(sni);
+                }
             }
             TlsCall::SetHost => {
                 let host = e.text_str();
                 if !host.is_empty() {
-                    self.session(pid, e.ssl, time).hosts.push(host);
+                    if let Some(s) = self.session(e.ssl, time, drops) {
+                        s.hosts.push(host);
+                    }
                 }
             }
             TlsCall::SetFd => {
-                self.session(pid, e.ssl, time).fd = Some(e.value as i32);
-                self.bind(pid, e.tid, e.ssl, conns);
+                if let Some(s) = self.session(e.ssl, time, drops) {
+                    s.fd = Some(e.value as i32);
+                }
+                self.bind(e.tid, e.ssl, conns);
             }
             TlsCall::HandshakeReturn => {
-                let s = self.session(pid, e.ssl, time);
+                let Some(s) = self.session(e.ssl, time, drops) else {
+                    return;
+                };
                 s.role = if s.role == Role::Unknown {
                     Role::Client
                 } else {
@@ -418,10 +442,12 @@ impl TlsTracker {
                 } else {
                     Handshake::Failed(e.value)
                 };
-                self.bind(pid, e.tid, e.ssl, conns);
+                self.bind(e.tid, e.ssl, conns);
             }
             TlsCall::VerifyResult => {
-                let s = self.session(pid, e.ssl, time);
+                let Some(s) = self.session(e.ssl, time, drops) else {
+                    return;
+                };
                 s.verify_result = Some(e.value);
                 if s.handshake != Handshake::Completed
                     && !matches!(s.handshake, Handshake::Failed(_))
@@ -429,29 +455,36 @@ impl TlsTracker {
                     // Read after the handshake (Node reads it from its handshake-done callback).
                     s.handshake = Handshake::Completed;
                 }
-                self.bind(pid, e.tid, e.ssl, conns);
+                self.bind(e.tid, e.ssl, conns);
             }
             TlsCall::VerifyCert => {
-                self.session(pid, e.ssl, time).verify_cert.push(e.value);
-                self.bind(pid, e.tid, e.ssl, conns);
+                if let Some(s) = self.session(e.ssl, time, drops) {
+                    if s.verify_cert.len() < MAX_CALLS_KEPT {
+                        s.verify_cert.push(e.value);
+                    }
+                }
+                self.bind(e.tid, e.ssl, conns);
             }
             TlsCall::StoreCtxError => {
-                self.session(pid, e.ssl, time).store_errors.push(e.value);
+                if let Some(s) = self.session(e.ssl, time, drops) {
+                    if s.store_errors.len() < MAX_CALLS_KEPT {
+                        s.store_errors.push(e.value);
+                    }
+                }
             }
             TlsCall::ReadData => {
                 // Reads queued before the kernel learned of the verdict, or on a session we
                 // never saw start: nothing to add.
-                if !self.sessions.contains_key(&(pid, e.ssl)) {
-                    if self.settled.insert((pid, e.ssl)) {
-                        out.push(TlsOutput::Settle {
-                            tgid: pid,
-                            ssl: e.ssl,
-                        });
+                if !self.sessions.contains_key(&e.ssl) {
+                    if self.settled.len() < MAX_SESSIONS && self.settled.insert(e.ssl) {
+                        out.push(TlsOutput::Settle { ssl: e.ssl });
                     }
                     return;
                 }
-                self.bind(pid, e.tid, e.ssl, conns);
-                let s = self.session(pid, e.ssl, time);
+                self.bind(e.tid, e.ssl, conns);
+                let Some(s) = self.session(e.ssl, time, drops) else {
+                    return;
+                };
                 s.used = true;
                 if s.handshake != Handshake::Completed {
                     // Data can only flow after a completed handshake.
@@ -460,23 +493,20 @@ impl TlsTracker {
                 if s.role == Role::Server {
                     return;
                 }
-                if let Some(session) = self.sessions.remove(&(pid, e.ssl)) {
+                if let Some(session) = self.sessions.remove(&e.ssl) {
                     let mut session = session;
                     if let Some((path, kind)) = library {
                         session.library = session.library.or(Some(kind));
                         session.library_path.get_or_insert_with(|| path.to_string());
                     }
-                    self.conclude(&session, conns, out);
-                    self.settled.insert((pid, e.ssl));
-                    out.push(TlsOutput::Settle {
-                        tgid: pid,
-                        ssl: e.ssl,
-                    });
+                    judge.conclude(&session, self, out);
+                    self.settled.insert(e.ssl);
+                    out.push(TlsOutput::Settle { ssl: e.ssl });
                 }
                 return;
             }
         }
-        if let (Some((path, kind)), Some(s)) = (library, self.sessions.get_mut(&(pid, e.ssl))) {
+        if let (Some((path, kind)), Some(s)) = (library, self.sessions.get_mut(&e.ssl)) {
             if s.library.is_none() || kind == LibraryKind::Embedded {
                 s.library = Some(kind);
                 s.library_path = Some(path.to_string());
@@ -484,18 +514,28 @@ impl TlsTracker {
         }
     }
 
-    pub fn on_cert(&mut self, c: &Cert, time: SystemTime, conns: &Connections) {
-        let s = self.session(c.tgid, c.ssl, time);
+    pub fn on_cert(&mut self, c: &Cert, time: SystemTime, conns: &Connections, drops: &mut Drops) {
+        if self.settled.contains(&c.ssl) {
+            return;
+        }
+        let Some(s) = self.session(c.ssl, time, drops) else {
+            return;
+        };
         if c.truncated {
             s.truncated_cert = true;
         } else if !s.certs.contains(&c.der) && s.certs.len() < 16 {
             s.certs.push(c.der.clone());
         }
-        self.bind(c.tgid, c.tid, c.ssl, conns);
+        self.bind(c.tid, c.ssl, conns);
     }
+}
 
+/// Verification calls kept per session (a handshake makes a handful).
+const MAX_CALLS_KEPT: usize = 64;
+
+impl TlsJudge {
     /// The verdict on a session: one `tls_handshake` event and the findings it warrants.
-    fn conclude(&self, s: &Session, _conns: &Connections, out: &mut Vec<TlsOutput>) {
+    fn conclude(&self, s: &Session, process: &TlsProcess, out: &mut Vec<TlsOutput>) {
         if s.role == Role::Server {
             return;
         }
@@ -508,7 +548,7 @@ impl TlsTracker {
             return;
         }
         let embedded = s.library == Some(LibraryKind::Embedded);
-        let app_checks_names = embedded || self.app_checks_names.contains(&s.pid);
+        let app_checks_names = embedded || process.app_checks_names;
         let openssl = s.openssl_verdict();
         let server_name = s.server_name();
         let chain = leaf_first(&s.certs);
@@ -597,9 +637,8 @@ impl TlsTracker {
             d
         });
         out.push(TlsOutput::Handshake {
-            pid: s.pid,
             destination: destination.clone(),
-            tls: tls.clone(),
+            tls,
         });
 
         let evidence = |extra: Value| {
@@ -615,7 +654,7 @@ impl TlsTracker {
             if let (Some(map), Value::Object(extra)) = (e.as_object_mut(), extra) {
                 map.extend(extra);
             }
-            if let Some(env) = self.env.get(&s.pid) {
+            if let Some(env) = &process.env {
                 e["process_bypass"] = json!(format!("{}={}", env.name, env.value));
             }
             e
@@ -623,7 +662,6 @@ impl TlsTracker {
         let mut finding = |id: FindingId, extra: Value| {
             out.push(TlsOutput::Finding {
                 id,
-                pid: s.pid,
                 destination: destination.clone(),
                 evidence: evidence(extra),
             });

@@ -1,6 +1,10 @@
 //! HTTP/1.x requests: which endpoint a client calls and which authentication material it sends
 //! in the clear (authorization and API-key headers, cookies, URL userinfo and query parameters,
-//! form and JSON bodies).
+//! credential-shaped path segments, form and JSON bodies).
+//!
+//! The path kept in [`HttpRequest`] (which goes into findings' evidence) has credential-shaped
+//! segments replaced by `<redacted>` ([`super::token::redact_path`]); every credential keeps its
+//! value in the forms it was sent in (see [`Credential::secrets`]).
 //!
 //! [`inspect`] looks at one request at the start of a buffer; the caller moves on to the next
 //! one (keep-alive, pipelining) with [`Exchange::consumed`]. Request lines and headers are
@@ -12,7 +16,8 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
 
 use super::redact::Fingerprinter;
-use super::{printable_name, Credential, CredentialKind, DetectConfig, HttpRequest};
+use super::secret::{push_unique, Secret};
+use super::{printable_name, token, Credential, CredentialKind, DetectConfig, HttpRequest};
 
 mod auth_endpoint;
 mod body;
@@ -260,7 +265,8 @@ impl<'a> RequestLine<'a> {
         let target = Target::parse(self.method, self.target);
         HttpRequest {
             method: printable_name(self.method.as_bytes()),
-            path: target.path.into_owned(),
+            // Evidence shows the path: credential-shaped segments never reach it.
+            path: token::redact_path(&target.path).0.into_owned(),
             host: host_header.or_else(|| target.authority.and_then(host_without_port)),
         }
     }
@@ -296,15 +302,19 @@ fn inspect_head(
             credentials.push(credential);
         }
     }
+    credentials.extend(path_credentials(&target.path, fp));
     if let Some(query) = target.query {
-        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-            if !value.is_empty() && names::is_secret_query_parameter(&name) {
-                credentials.push(Credential::redacted(
-                    CredentialKind::QueryParameter,
-                    format!("query:{}", printable_name(name.as_bytes())),
-                    value.as_bytes(),
-                    fp,
-                ));
+        for field in form_fields(query.as_bytes()) {
+            if !field.value.is_empty() && names::is_secret_query_parameter(&field.name) {
+                credentials.push(
+                    Credential::redacted(
+                        CredentialKind::QueryParameter,
+                        format!("query:{}", printable_name(field.name.as_bytes())),
+                        field.value.as_bytes(),
+                        fp,
+                    )
+                    .with_form(field.raw_value),
+                );
             }
         }
     }
@@ -328,12 +338,7 @@ fn inspect_head(
             credentials.extend(proxy_authorization_credential(value, fp));
         } else if name.eq_ignore_ascii_case("cookie") {
             if !value.is_empty() {
-                credentials.push(Credential::redacted(
-                    CredentialKind::Cookie,
-                    "header:Cookie",
-                    value,
-                    fp,
-                ));
+                credentials.push(cookie_credential(value, fp));
             }
         } else if name.eq_ignore_ascii_case("content-type") {
             content_type = Some(value);
@@ -511,7 +516,7 @@ fn host_without_port(raw: &str) -> Option<String> {
 }
 
 /// `http://user:pass@host/`: the password is the secret; a token given as the user name alone
-/// (`https://TOKEN@host`) is the secret when there is no password.
+/// (`https://TOKEN@host`) is the secret when there is no password. Kept decoded and as sent.
 fn userinfo_credential(userinfo: &str, fp: &Fingerprinter) -> Option<Credential> {
     let secret = match userinfo.split_once(':') {
         Some((_, password)) if !password.is_empty() => password,
@@ -519,8 +524,107 @@ fn userinfo_credential(userinfo: &str, fp: &Fingerprinter) -> Option<Credential>
         None => userinfo,
     };
     let decoded: Vec<u8> = percent_encoding::percent_decode_str(secret).collect();
-    (!decoded.is_empty())
-        .then(|| Credential::redacted(CredentialKind::UrlUserinfo, "url:userinfo", &decoded, fp))
+    (!decoded.is_empty()).then(|| {
+        Credential::redacted(CredentialKind::UrlUserinfo, "url:userinfo", &decoded, fp)
+            .with_form(secret.as_bytes())
+    })
+}
+
+/// Credential-shaped path segments ([`token`] rules), located by segment number, kept decoded
+/// and as sent.
+fn path_credentials<'a>(
+    path: &'a str,
+    fp: &'a Fingerprinter,
+) -> impl Iterator<Item = Credential> + 'a {
+    let (_, found) = token::redact_path(path);
+    found.into_iter().map(move |found| {
+        let raw = &path[found.range];
+        let decoded: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
+        Credential::redacted(
+            CredentialKind::PathToken,
+            format!("path:segment{}", found.segment),
+            &decoded,
+            fp,
+        )
+        .with_form(raw.as_bytes())
+    })
+}
+
+/// One `name=value` pair of a query string or form body: decoded, and the value as sent.
+pub(super) struct FormField<'a> {
+    pub name: Cow<'a, str>,
+    pub value: Cow<'a, str>,
+    pub raw_value: &'a [u8],
+}
+
+/// `application/x-www-form-urlencoded` pairs, decoded by `form_urlencoded` one pair at a time so
+/// the raw value of each is at hand too.
+pub(super) fn form_fields(encoded: &[u8]) -> impl Iterator<Item = FormField<'_>> {
+    encoded.split(|&b| b == b'&').filter_map(|pair| {
+        let raw_value = pair
+            .iter()
+            .position(|&b| b == b'=')
+            .map_or(&pair[pair.len()..], |eq| &pair[eq + 1..]);
+        let (name, value) = form_urlencoded::parse(pair).next()?;
+        Some(FormField {
+            name,
+            value,
+            raw_value,
+        })
+    })
+}
+
+/// Cookie values shorter than this are not kept as forms of their own: they are preferences
+/// and flags (`theme=dark`, `consent=true`), and scrubbing such words from all later output
+/// would mangle it. Session cookies are far longer; the whole header value is always kept.
+const MIN_COOKIE_VALUE_FORM: usize = 8;
+
+/// The whole `Cookie` value is the credential (which cookie is the session one is not known);
+/// each long enough cookie value is kept as a form too, since one may be written alone.
+fn cookie_credential(value: &[u8], fp: &Fingerprinter) -> Credential {
+    cookie_values(value).fold(
+        Credential::redacted(CredentialKind::Cookie, "header:Cookie", value, fp),
+        |credential, cookie| credential.with_form(cookie),
+    )
+}
+
+/// The values of a `Cookie` header (`a=1; b="2"`) at least [`MIN_COOKIE_VALUE_FORM`] long,
+/// without optional DQUOTEs.
+fn cookie_values(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == b';').filter_map(|pair| {
+        let eq = pair.iter().position(|&b| b == b'=')?;
+        let cookie = trim_ascii(&pair[eq + 1..]);
+        let cookie = cookie
+            .strip_prefix(b"\"")
+            .and_then(|c| c.strip_suffix(b"\""))
+            .unwrap_or(cookie);
+        (cookie.len() >= MIN_COOKIE_VALUE_FORM).then_some(cookie)
+    })
+}
+
+/// Every form of the secret in the value of a sensitive header (`Authorization`,
+/// `Proxy-Authorization`, `Cookie`, API-key headers), read as the parser reads it: the whole
+/// value, and for authorization schemes the secret part and its other forms, for cookies each
+/// cookie. For the command-line redactor, which hides headers given to `curl -H` and the like.
+pub(crate) fn header_secrets(name: &str, value: &[u8]) -> Vec<Secret> {
+    let value = trim_ascii(value);
+    let mut secrets = Vec::new();
+    push_unique(&mut secrets, value);
+    if name.eq_ignore_ascii_case("authorization")
+        || name.eq_ignore_ascii_case("proxy-authorization")
+    {
+        if let Some(auth) = authorization_secret(value) {
+            push_unique(&mut secrets, &auth.secret);
+            for form in &auth.forms {
+                push_unique(&mut secrets, form);
+            }
+        }
+    } else if name.eq_ignore_ascii_case("cookie") {
+        for cookie in cookie_values(value) {
+            push_unique(&mut secrets, cookie);
+        }
+    }
+    secrets
 }
 
 /// Base64 as clients send it in Basic credentials, with or without padding.
@@ -529,8 +633,32 @@ const BASIC_BASE64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// How an `Authorization`-style value is read: its kind and the secret part.
-fn authorization_secret(value: &[u8]) -> Option<(CredentialKind, Cow<'_, [u8]>)> {
+/// How an `Authorization`-style value is read: its kind, the secret part, and the other forms
+/// the secret travels in (for Basic: the decoded `user:password` and the base64 token).
+struct AuthSecret<'a> {
+    kind: CredentialKind,
+    secret: Cow<'a, [u8]>,
+    forms: Vec<Cow<'a, [u8]>>,
+}
+
+impl<'a> AuthSecret<'a> {
+    fn plain(kind: CredentialKind, secret: &'a [u8]) -> Self {
+        Self {
+            kind,
+            secret: Cow::Borrowed(secret),
+            forms: Vec::new(),
+        }
+    }
+
+    fn credential(self, kind: CredentialKind, location: &str, fp: &Fingerprinter) -> Credential {
+        self.forms.iter().fold(
+            Credential::redacted(kind, location, &self.secret, fp),
+            |credential, form| credential.with_form(form),
+        )
+    }
+}
+
+fn authorization_secret(value: &[u8]) -> Option<AuthSecret<'_>> {
     let split = value.iter().position(|b| *b == b' ' || *b == b'\t');
     let Some(split) = split else {
         // A bare token with no scheme; a scheme with no token carries nothing.
@@ -538,7 +666,7 @@ fn authorization_secret(value: &[u8]) -> Option<(CredentialKind, Cow<'_, [u8]>)>
             .iter()
             .any(|scheme| value.eq_ignore_ascii_case(scheme));
         return (!value.is_empty() && !scheme_only)
-            .then_some((CredentialKind::Authorization, Cow::Borrowed(value)));
+            .then(|| AuthSecret::plain(CredentialKind::Authorization, value));
     };
     let (scheme, rest) = value.split_at(split);
     let rest = trim_ascii(rest);
@@ -546,38 +674,42 @@ fn authorization_secret(value: &[u8]) -> Option<(CredentialKind, Cow<'_, [u8]>)>
         return None;
     }
     if scheme.eq_ignore_ascii_case(b"basic") {
-        return basic_secret(rest).map(|secret| (CredentialKind::Basic, secret));
+        return basic_secret(rest);
     }
     if scheme.eq_ignore_ascii_case(b"bearer") {
-        return Some((CredentialKind::Bearer, Cow::Borrowed(rest)));
+        return Some(AuthSecret::plain(CredentialKind::Bearer, rest));
     }
     if scheme.eq_ignore_ascii_case(b"digest") {
         // The response is a hash over a server nonce; the whole parameter list identifies it.
-        return Some((CredentialKind::Digest, Cow::Borrowed(rest)));
+        return Some(AuthSecret::plain(CredentialKind::Digest, rest));
     }
     if scheme.eq_ignore_ascii_case(b"aws4-hmac-sha256") {
         // SigV4 never sends the secret key and each signature is single-use; the access key id
         // is what repeated requests share, so that is what gets fingerprinted.
         let key_id = aws_access_key_id(rest).unwrap_or(rest);
-        return Some((CredentialKind::AwsSigv4, Cow::Borrowed(key_id)));
+        return Some(AuthSecret::plain(CredentialKind::AwsSigv4, key_id));
     }
-    Some((CredentialKind::Authorization, Cow::Borrowed(rest)))
+    Some(AuthSecret::plain(CredentialKind::Authorization, rest))
 }
 
 /// Basic credentials: base64 of "user:password". The password is the secret (so it matches
 /// the same password seen in a form or a database login); when the password is empty the user
 /// part is the secret (API keys sent as the user name, e.g. `sk_live_...:`). Undecodable
-/// credentials are reported whole.
-fn basic_secret(encoded: &[u8]) -> Option<Cow<'_, [u8]>> {
+/// credentials are reported whole. The decoded pair and the token as sent are kept as forms.
+fn basic_secret(encoded: &[u8]) -> Option<AuthSecret<'_>> {
     let Ok(decoded) = BASIC_BASE64.decode(encoded) else {
-        return Some(Cow::Borrowed(encoded));
+        return Some(AuthSecret::plain(CredentialKind::Basic, encoded));
     };
     let secret = match decoded.iter().position(|&b| b == b':') {
         Some(colon) if colon + 1 < decoded.len() => decoded[colon + 1..].to_vec(),
         Some(colon) => decoded[..colon].to_vec(),
-        None => decoded,
+        None => decoded.clone(),
     };
-    (!secret.is_empty()).then_some(Cow::Owned(secret))
+    (!secret.is_empty()).then(|| AuthSecret {
+        kind: CredentialKind::Basic,
+        secret: Cow::Owned(secret),
+        forms: vec![Cow::Owned(decoded), Cow::Borrowed(encoded)],
+    })
 }
 
 /// `Credential=AKIA.../20240101/us-east-1/s3/aws4_request, SignedHeaders=..., Signature=...`
@@ -595,21 +727,16 @@ fn aws_access_key_id(params: &[u8]) -> Option<&[u8]> {
 }
 
 fn authorization_credential(value: &[u8], fp: &Fingerprinter) -> Option<Credential> {
-    let (kind, secret) = authorization_secret(value)?;
-    Some(Credential::redacted(
-        kind,
-        "header:Authorization",
-        &secret,
-        fp,
-    ))
+    let auth = authorization_secret(value)?;
+    let kind = auth.kind;
+    Some(auth.credential(kind, "header:Authorization", fp))
 }
 
 fn proxy_authorization_credential(value: &[u8], fp: &Fingerprinter) -> Option<Credential> {
-    let (_, secret) = authorization_secret(value)?;
-    Some(Credential::redacted(
+    let auth = authorization_secret(value)?;
+    Some(auth.credential(
         CredentialKind::ProxyAuthorization,
         "header:Proxy-Authorization",
-        &secret,
         fp,
     ))
 }

@@ -5,11 +5,17 @@
 //! the client speaks (TLS, HTTP/1.x, PostgreSQL, Redis) and whether it sends authentication
 //! material in the clear, and returns one [`Observation`] per connection.
 //!
-//! Secrets never leave this module: every value found is turned into a [`Credential`] (kind,
-//! location, length, keyed fingerprint) at the point it is parsed, and no raw value is kept in
-//! any result struct, so neither `Debug` nor serialised output can show one. The only raw bytes
-//! held are the inspector's input buffer, whose `Debug` shows its size only and which is freed
-//! with the verdict.
+//! Secrets never reach output from this module: every value found is turned into a
+//! [`Credential`] at the point it is parsed. What is shown of it (serialised, in findings) is its
+//! kind, location, length and keyed fingerprint. The raw value is kept too, in
+//! [`Credential::secrets`], in every form it could be written in later (decoded and as sent:
+//! the base64 of Basic credentials, the percent-encoded form of a URL or form value, each
+//! cookie and the whole `Cookie` header), so that the writer can scrub those bytes from
+//! everything it writes afterwards (`output::scrub`). That field cannot leak itself: it is
+//! `#[serde(skip)]`, and a [`Secret`]'s `Debug` shows its length only and its bytes are zeroed
+//! when dropped. The request path kept for evidence has credential-shaped segments replaced by
+//! `<redacted>` (see [`token`]). The only other raw bytes held are the inspector's input
+//! buffer, whose `Debug` shows its size only and which is freed with the verdict.
 //!
 //! Rules common to all protocols:
 //! - Only the first [`MAX_INSPECTED`] bytes of a connection are looked at.
@@ -23,9 +29,9 @@
 //! - After a write captured only in part (`complete == false`) the stream has a hole, so the
 //!   verdict is given from what came before the hole.
 //!
-//! Not covered: HTTP/2 in the clear (h2c), compressed request bodies, secrets that are plain
-//! path segments (`/bot<token>/`), and protocols other than the four above (reported
-//! [`AppProtocol::Unknown`]).
+//! Not covered: HTTP/2 in the clear (h2c), compressed request bodies, path segments that are
+//! secrets without a recognisable shape (a UUID or hex string used as a key: see [`token`]),
+//! and protocols other than the four above (reported [`AppProtocol::Unknown`]).
 use serde::Serialize;
 
 pub mod cmdline;
@@ -33,17 +39,22 @@ pub mod http;
 pub mod postgres;
 pub mod redact;
 pub mod redis;
+pub mod secret;
 pub mod tls_hello;
+pub mod token;
 pub mod x509;
 
 #[cfg(test)]
 mod fuzz_tests;
+#[cfg(test)]
+mod secret_tests;
 #[cfg(test)]
 mod stream_tests;
 #[cfg(test)]
 pub(crate) mod test_support;
 
 use redact::Fingerprinter;
+pub use secret::Secret;
 
 /// Bytes of a connection's client stream that are buffered and inspected, at most.
 pub const MAX_INSPECTED: usize = 16 * 1024;
@@ -55,7 +66,8 @@ pub struct DetectConfig {
     pub api_key_headers: Vec<String>,
     /// Hosts (HTTP `Host` header, lower case, without port) that are authentication endpoints.
     pub auth_hosts: Vec<regex::Regex>,
-    /// Extra authentication endpoint path patterns, matched against the path without query.
+    /// Extra authentication endpoint path patterns, matched against the path without query, as
+    /// shown in evidence (credential-shaped segments already replaced by `<redacted>`).
     pub auth_paths: Vec<regex::Regex>,
 }
 
@@ -79,6 +91,9 @@ pub enum CredentialKind {
     PostgresPassword,
     PostgresMd5,
     RedisAuth,
+    /// A request path segment shaped like a credential (`/bot<token>/getUpdates`, a GitHub or
+    /// Slack token, a long random string): see [`token`].
+    PathToken,
 }
 
 /// A secret seen in the clear, redacted: what kind, where, how long, and a keyed fingerprint.
@@ -86,7 +101,7 @@ pub enum CredentialKind {
 pub struct Credential {
     pub kind: CredentialKind,
     /// Where it appeared, e.g. `header:Authorization`, `query:api_key`, `json:password`,
-    /// `postgres:password_message`, `redis:AUTH`. Names only, never values.
+    /// `postgres:password_message`, `redis:AUTH`, `path:segment2`. Names only, never values.
     pub location: String,
     /// Byte length of the secret value only: for Basic the decoded password (the user part when
     /// the password is empty), for Bearer the token, for AWS SigV4 the access key id (the secret
@@ -95,23 +110,41 @@ pub struct Credential {
     pub length: usize,
     /// [`Fingerprinter::fingerprint`] of the secret value.
     pub fingerprint: String,
+    /// The value itself (first) and every other form of it that could be written somewhere:
+    /// for Basic the decoded `user:password` and the base64 token as sent, for URL userinfo,
+    /// query and form values the raw percent-encoded text, for path tokens the raw segment,
+    /// for cookies each cookie value of 8 bytes or more besides the whole header. Never
+    /// serialised, `Debug` shows lengths only; kept so the output can be scrubbed of these
+    /// bytes (see the module docs).
+    #[serde(skip)]
+    pub secrets: Vec<Secret>,
 }
 
 impl Credential {
-    /// The only way parsers turn a secret into something they keep: the value is consumed here
-    /// and only its length and fingerprint survive.
+    /// The only way parsers turn a secret into something they keep: the value's length and
+    /// fingerprint are what is shown; the value itself goes into [`Credential::secrets`].
     pub fn redacted(
         kind: CredentialKind,
         location: impl Into<String>,
         secret: &[u8],
         fp: &Fingerprinter,
     ) -> Self {
+        let mut secrets = Vec::new();
+        secret::push_unique(&mut secrets, secret);
         Self {
             kind,
             location: location.into(),
             length: secret.len(),
             fingerprint: fp.fingerprint(secret),
+            secrets,
         }
+    }
+
+    /// Adds another form of the value (as sent on the wire, encoded, or a larger string that
+    /// contains it) to [`Credential::secrets`]; empty and repeated forms are skipped.
+    pub fn with_form(mut self, form: &[u8]) -> Self {
+        secret::push_unique(&mut self.secrets, form);
+        self
     }
 }
 

@@ -24,6 +24,11 @@ impl Serialize for EventLine<'_> {
                 socket,
                 destination,
                 result,
+            }
+            | EventDetail::ConnectResult {
+                socket,
+                destination,
+                result,
             } => {
                 m.serialize_entry("socket", socket)?;
                 m.serialize_entry("destination", destination)?;

@@ -2,6 +2,7 @@
 //! stream as JSON lines (the contract in DESIGN.md) or as aligned text for a person.
 pub mod finding;
 pub mod json;
+pub mod scrub;
 pub mod text;
 
 use std::{
@@ -95,6 +96,14 @@ pub enum EventDetail {
         /// "ok", "in_progress" or an errno name.
         result: &'static str,
     },
+    /// The final result of a connect that went out as `in_progress` (a non-blocking connect
+    /// whose outcome came after the hold).
+    ConnectResult {
+        socket: Socket,
+        destination: Destination,
+        /// "ok" or an errno name.
+        result: &'static str,
+    },
     /// A process became a target (at start-up or at exec), and why.
     Target { reason: String },
     /// One client TLS session: what was negotiated, verified and presented.
@@ -108,6 +117,7 @@ impl EventDetail {
     pub fn name(&self) -> &'static str {
         match self {
             EventDetail::Connect { .. } => "connect",
+            EventDetail::ConnectResult { .. } => "connect_result",
             EventDetail::Target { .. } => "target",
             EventDetail::TlsHandshake { .. } => "tls_handshake",
         }
@@ -129,6 +139,8 @@ pub enum StatusKind {
     Capability,
     /// A probe was attached.
     Attached,
+    /// Probes were detached (their library is no longer used by any watched process).
+    Detached,
     /// A probe (or feature) was skipped, with why.
     Skipped,
     /// Probes attached and targets scanned: events from now on are seen.
@@ -136,6 +148,8 @@ pub enum StatusKind {
     /// Something was lost (ring buffer full, map full, undecodable record).
     Drops,
     Warning,
+    /// Table sizes, memory and drops, on request (SIGUSR1) and at shutdown.
+    Stats,
     /// Final line with totals.
     Shutdown,
 }
@@ -147,8 +161,15 @@ pub struct Totals {
     pub findings: u64,
     pub targets: usize,
     pub decode_errors: u64,
-    /// Kernel-side drops by reason.
+    /// Everything dropped, by reason: kernel side (ring buffer, maps) and userspace (tables
+    /// at their bounds).
     pub drops: std::collections::BTreeMap<&'static str, u64>,
+    /// Entries in every userspace table and kernel map (`stats` and `shutdown` lines).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tables: std::collections::BTreeMap<String, u64>,
+    /// The agent's resident memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -187,11 +208,25 @@ pub enum Format {
 }
 
 /// A stream of records in one format. Lines are built in a reused buffer, so writing an event
-/// allocates nothing.
+/// allocates nothing, and every line passes the scrubber on its way out: a credential value the
+/// monitor has seen anywhere never appears in anything it writes afterwards, whatever field it
+/// turned up in (a command line, a path, a host name).
 pub struct Sink {
     format: Format,
     out: Box<dyn Write + Send>,
     line: Vec<u8>,
+    scrubber: scrub::Scrubber,
+}
+
+/// Open (append to) an output file, creating it readable by its owner only: findings describe
+/// where a host's credentials are exposed.
+pub fn open_output_file(path: &std::path::Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
 }
 
 impl Sink {
@@ -200,7 +235,18 @@ impl Sink {
             format,
             out,
             line: Vec::with_capacity(1024),
+            scrubber: scrub::Scrubber::new(scrub::DEFAULT_CAPACITY),
         }
+    }
+
+    /// Never write this secret (in any of its encodings) again.
+    pub fn learn(&mut self, secret: &crate::detect::secret::Secret) {
+        self.scrubber.learn(secret);
+    }
+
+    /// How many secrets the output is scrubbed of.
+    pub fn secrets_known(&self) -> usize {
+        self.scrubber.len()
     }
 
     pub fn emit(&mut self, record: &Record) -> io::Result<()> {
@@ -209,6 +255,7 @@ impl Sink {
             Format::Json => json::write(&mut self.line, record)?,
             Format::Text => text::write(&mut self.line, record)?,
         }
+        self.scrubber.scrub(&mut self.line);
         self.line.push(b'\n');
         self.out.write_all(&self.line)
     }

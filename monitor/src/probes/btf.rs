@@ -185,19 +185,44 @@ impl<'a> Btf<'a> {
 
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
-/// Resolve the offsets the connect probe needs from the running kernel's BTF.
+/// Resolve the offsets the kernel programs need from the running kernel's BTF. Each group
+/// (descriptor to socket, process start time) is valid on its own: a kernel missing one member
+/// loses only what depends on it.
 pub fn kernel_offsets(data: &[u8]) -> anyhow::Result<monitor_common::KernelOffsets> {
+    use monitor_common::offsets_valid;
     let btf = Btf::parse(data)?;
-    Ok(monitor_common::KernelOffsets {
-        valid: 1,
-        task_files: btf.member_offset("task_struct", "files")?,
-        files_fdt: btf.member_offset("files_struct", "fdt")?,
-        fdtable_max_fds: btf.member_offset("fdtable", "max_fds")?,
-        fdtable_fd: btf.member_offset("fdtable", "fd")?,
-        file_private_data: btf.member_offset("file", "private_data")?,
-        socket_type: btf.member_offset("socket", "type")?,
-        _pad: 0,
-    })
+    let mut offsets = monitor_common::KernelOffsets::default();
+    let socket = (|| -> anyhow::Result<()> {
+        offsets.task_files = btf.member_offset("task_struct", "files")?;
+        offsets.files_fdt = btf.member_offset("files_struct", "fdt")?;
+        offsets.fdtable_max_fds = btf.member_offset("fdtable", "max_fds")?;
+        offsets.fdtable_fd = btf.member_offset("fdtable", "fd")?;
+        offsets.file_private_data = btf.member_offset("file", "private_data")?;
+        offsets.file_inode = btf.member_offset("file", "f_inode")?;
+        offsets.inode_mode = btf.member_offset("inode", "i_mode")?;
+        offsets.socket_type = btf.member_offset("socket", "type")?;
+        offsets.socket_sk = btf.member_offset("socket", "sk")?;
+        offsets.sock_err = btf.member_offset("sock", "sk_err")?;
+        Ok(())
+    })();
+    let start = (|| -> anyhow::Result<()> {
+        offsets.task_group_leader = btf.member_offset("task_struct", "group_leader")?;
+        // `real_start_time` before 5.5.
+        offsets.task_start_boottime = btf
+            .member_offset("task_struct", "start_boottime")
+            .or_else(|_| btf.member_offset("task_struct", "real_start_time"))?;
+        Ok(())
+    })();
+    if let (Err(a), Err(b)) = (&socket, &start) {
+        bail!("{a:#}; {b:#}");
+    }
+    if socket.is_ok() {
+        offsets.valid |= offsets_valid::SOCKET;
+    }
+    if start.is_ok() {
+        offsets.valid |= offsets_valid::START_TIME;
+    }
+    Ok(offsets)
 }
 
 #[cfg(test)]
@@ -277,9 +302,15 @@ mod tests {
             panic!("{VMLINUX} is unreadable: this machine must have kernel BTF");
         };
         let offsets = kernel_offsets(&data).unwrap();
+        assert_eq!(
+            offsets.valid,
+            monitor_common::offsets_valid::SOCKET | monitor_common::offsets_valid::START_TIME
+        );
         // `max_fds` is the first member of `struct fdtable`, `state` precedes `type` in `socket`.
         assert_eq!(offsets.fdtable_max_fds, 0);
-        assert!(offsets.socket_type >= 4);
+        assert!(offsets.socket_type >= 4 && offsets.socket_sk > offsets.socket_type);
         assert!(offsets.task_files > 0 && offsets.file_private_data > 0);
+        assert!(offsets.file_inode > 0 && offsets.sock_err > 0);
+        assert!(offsets.task_group_leader > 0 && offsets.task_start_boottime > 0);
     }
 }

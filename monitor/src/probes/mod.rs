@@ -23,6 +23,8 @@ pub struct LoadOptions {
     pub report_all_execs: bool,
     /// aya-log level for kernel-side diagnostics: 0 (off, the default) .. 5 (trace).
     pub ebpf_log_level: u8,
+    /// Size of the event ring buffer. Its data pages are mapped twice into the agent (the
+    /// ring's wrap-around trick), so they count twice in its resident memory.
     pub ringbuf_bytes: u32,
     pub max_targets: u32,
 }
@@ -33,7 +35,9 @@ impl Default for LoadOptions {
             filter_all: false,
             report_all_execs: true,
             ebpf_log_level: 0,
-            ringbuf_bytes: 16 << 20,
+            // 8 MiB hold about 80,000 connect records: almost a second at 100,000 connects a
+            // second, far more than the loop ever lags.
+            ringbuf_bytes: 8 << 20,
             max_targets: 65_536,
         }
     }
@@ -93,11 +97,11 @@ const TRACEPOINTS: &[TracepointSpec] = &[
         purpose: "plaintext credential detection",
     },
     TracepointSpec {
-        program: "sys_enter_close",
-        category: "syscalls",
-        name: "sys_enter_close",
+        program: "inet_sock_set_state",
+        category: "sock",
+        name: "inet_sock_set_state",
         required: false,
-        purpose: "forgetting closed sockets",
+        purpose: "connect outcomes and socket ends",
     },
     TracepointSpec {
         program: "sys_enter_mmap",
@@ -147,7 +151,15 @@ fn tracepoint_offsets(tracefs: &Path, statuses: &mut Vec<Status>) -> TracepointO
     let mut offsets = TracepointOffsets {
         fork_child_pid: 20,
         exec_filename: 8,
+        exit_group_dead: 0,
+        _pad: 0,
     };
+    let group_dead = tracefs::read_format(tracefs, "sched", "sched_process_exit")
+        .ok()
+        .and_then(|fields| fields.get("group_dead").map(|f| f.offset));
+    if let Some(o) = group_dead {
+        offsets.exit_group_dead = o;
+    }
     let mut read = |category: &str, name: &str, field: &str| -> Option<u32> {
         match tracefs::read_format(tracefs, category, name) {
             Ok(fields) => match fields.get(field) {
@@ -180,12 +192,28 @@ pub fn load(opts: &LoadOptions, tracefs: &Path) -> anyhow::Result<Loaded> {
         .map_err(anyhow::Error::from)
         .and_then(|data| btf::kernel_offsets(&data))
     {
-        Ok(offsets) => offsets,
+        Ok(offsets) => {
+            if offsets.valid & monitor_common::offsets_valid::SOCKET == 0 {
+                statuses.push(Status::new(
+                    StatusKind::Skipped,
+                    Some("BTF".into()),
+                    "socket offsets unavailable: `protocol` will be null, and no payload capture or connect outcomes",
+                ));
+            }
+            if offsets.valid & monitor_common::offsets_valid::START_TIME == 0 {
+                statuses.push(Status::new(
+                    StatusKind::Skipped,
+                    Some("BTF".into()),
+                    "process start times unavailable: processes are told apart by pid and exit events only",
+                ));
+            }
+            offsets
+        }
         Err(err) => {
             statuses.push(Status::new(
                 StatusKind::Skipped,
                 Some("BTF".into()),
-                format!("socket type unavailable, `protocol` will be null: {err:#}"),
+                format!("kernel offsets unavailable (`protocol` will be null, no payload capture, no connect outcomes): {err:#}"),
             ));
             KernelOffsets::default()
         }

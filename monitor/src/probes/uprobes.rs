@@ -12,6 +12,7 @@ use std::{
     fs,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
+    sync::{Arc, RwLock},
 };
 
 use anyhow::Context as _;
@@ -87,6 +88,7 @@ const HOOKS: &[Hook] = &[
     hook("ssl_new_ret", "SSL_new", Provider::Ssl),
     hook("ssl_free", "SSL_free", Provider::Ssl),
     hook("ssl_ctx_set_verify", "SSL_CTX_set_verify", Provider::Ssl),
+    hook("ssl_ctx_free", "SSL_CTX_free", Provider::Ssl),
     hook("ssl_set_verify", "SSL_set_verify", Provider::Ssl),
     hook("ssl_ctrl", "SSL_ctrl", Provider::Ssl),
     hook("ssl_set_fd", "SSL_set_fd", Provider::Ssl),
@@ -164,6 +166,22 @@ pub struct Library {
     pub kind: LibraryKind,
 }
 
+/// Every library ever attached, by attach index, shared with the event loop: an index is
+/// entered here *before* its probes are attached, so no event can name an unknown library.
+/// Indexes are never reused (a detached library keeps its entry).
+pub type LibraryTable = Arc<RwLock<Vec<Library>>>;
+
+/// What the probes of one attached file hold.
+struct Attached {
+    inode: (u64, u64),
+    links: Vec<UProbeLink>,
+    cookies: Vec<u64>,
+    /// Attached at start-up for the whole host: never detached.
+    host: bool,
+    /// Processes (pid, start time) that were seen to map it.
+    users: HashSet<(u32, u64)>,
+}
+
 /// Classify a file by name; `None` for files that can only be told by their symbols.
 pub fn kind_by_name(path: &str) -> Option<LibraryKind> {
     let name = path.rsplit('/').next().unwrap_or(path);
@@ -203,24 +221,47 @@ pub struct Mapping {
 }
 
 /// Executable file-backed mappings of `/proc/PID/maps`, one per file.
+///
+/// A line is `start-end perms offset dev inode`, padding, then the path: everything after the
+/// inode, spaces included (`/opt/my app/libssl.so.3`), with " (deleted)" appended by the kernel
+/// when the file was unlinked after it was mapped. Only that suffix says so: a directory named
+/// `(deleted)` elsewhere in the path does not.
 pub fn exec_mappings(maps: &str) -> Vec<Mapping> {
+    /// The next space-separated field and what follows it.
+    fn field(s: &str) -> Option<(&str, &str)> {
+        let s = s.trim_start_matches(' ');
+        let end = s.find(' ').unwrap_or(s.len());
+        (end > 0).then(|| (&s[..end], &s[end..]))
+    }
     let mut found: Vec<Mapping> = maps
         .lines()
         .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let range = fields.next()?;
-            let perms = fields.next()?;
-            let path = fields.nth(3)?;
-            let deleted = line.ends_with(" (deleted)");
-            (perms.contains('x') && path.starts_with('/')).then(|| Mapping {
+            let (range, rest) = field(line)?;
+            let (perms, rest) = field(rest)?;
+            let (_offset, rest) = field(rest)?;
+            let (_dev, rest) = field(rest)?;
+            let (_inode, rest) = field(rest)?;
+            // Paths of files start with '/'; pseudo-mappings (`[vdso]`, `[anon:...]`) and
+            // anonymous ones (nothing after the inode) are not files.
+            let path = rest.trim_start_matches(' ');
+            if !perms.contains('x') || !path.starts_with('/') {
+                return None;
+            }
+            let (path, deleted) = match path.strip_suffix(" (deleted)") {
+                Some(path) => (path, true),
+                None => (path, false),
+            };
+            Some(Mapping {
                 range: range.to_string(),
                 path: path.to_string(),
                 deleted,
             })
         })
         .collect();
-    found.sort_by(|a, b| a.path.cmp(&b.path));
-    found.dedup_by(|a, b| a.path == b.path);
+    // One per file: a library replaced on disk while mapped (the old one deleted, the new one
+    // at the same path) is two files.
+    found.sort_by(|a, b| (&a.path, a.deleted).cmp(&(&b.path, b.deleted)));
+    found.dedup_by(|a, b| a.path == b.path && a.deleted == b.deleted);
     found
 }
 
@@ -315,24 +356,34 @@ const NAME_CHECKING_LIBRARIES: [&str; 4] = [
     "libmariadb.so",
 ];
 
+/// Whether a process with these mappings (`/proc/PID/maps`) uses a client library that checks
+/// host names in its own code.
+pub fn checks_names_itself(maps: &str) -> bool {
+    exec_mappings(maps).iter().any(|m| {
+        let name = m.path.rsplit('/').next().unwrap_or_default();
+        NAME_CHECKING_LIBRARIES
+            .iter()
+            .any(|lib| name.starts_with(lib))
+    })
+}
+
 /// What looking at a process's libraries found.
 #[derive(Debug, Default)]
 pub struct Discovery {
     pub statuses: Vec<Status>,
-    /// The process uses a client library that checks host names in its own code.
-    pub app_checks_names: bool,
+    /// Attach indexes of the TLS libraries the process maps (or may map).
+    pub libraries: Vec<u32>,
 }
 
 pub struct TlsProbes {
-    libraries: Vec<Library>,
+    libraries: LibraryTable,
+    attached: Vec<Attached>,
     by_inode: HashMap<(u64, u64), usize>,
     /// Files that could not be attached (not retried: the reason was reported once).
     refused: HashSet<(u64, u64)>,
     /// Roots already searched for libraries, by the root directory's (device, inode).
     roots_seen: HashSet<(u64, u64)>,
     hook_text: Option<BpfHashMap<MapData, u64, TextRange>>,
-    /// Owned here rather than by the programs, so shutdown can detach them in parallel.
-    links: Vec<UProbeLink>,
     enabled: bool,
 }
 
@@ -360,19 +411,65 @@ impl TlsProbes {
             None
         };
         Ok(Self {
-            libraries: Vec::new(),
+            libraries: LibraryTable::default(),
+            attached: Vec::new(),
             by_inode: HashMap::new(),
             refused: HashSet::new(),
             roots_seen: HashSet::new(),
             hook_text,
-            links: Vec::new(),
             enabled,
         })
     }
 
     /// How many uprobes are attached (each costs the kernel a grace period to detach).
     pub fn attached(&self) -> usize {
-        self.links.len()
+        self.attached.iter().map(|a| a.links.len()).sum()
+    }
+
+    /// Libraries with probes attached now.
+    pub fn attached_libraries(&self) -> usize {
+        self.attached.iter().filter(|a| !a.links.is_empty()).count()
+    }
+
+    /// The table the event loop reads library names and kinds from.
+    pub fn table(&self) -> LibraryTable {
+        self.libraries.clone()
+    }
+
+    /// Take every link (to drop them elsewhere: each detach waits for a grace period).
+    pub fn take_links(&mut self) -> Vec<UProbeLink> {
+        self.attached
+            .iter_mut()
+            .flat_map(|a| std::mem::take(&mut a.links))
+            .collect()
+    }
+
+    /// Process `user` (pid, start time) no longer maps anything: libraries that only it used,
+    /// and that were not attached for the whole host, lose their probes. Returns the links to
+    /// drop (off the caller's hot path) and a status per detached library.
+    pub fn release(&mut self, user: (u32, u64)) -> (Vec<UProbeLink>, Vec<Status>) {
+        let mut links = Vec::new();
+        let mut statuses = Vec::new();
+        let table = self.libraries.read().expect("library table lock");
+        for (index, a) in self.attached.iter_mut().enumerate() {
+            if !a.users.remove(&user) || a.host || !a.users.is_empty() || a.links.is_empty() {
+                continue;
+            }
+            links.append(&mut a.links);
+            if let Some(map) = self.hook_text.as_mut() {
+                for cookie in &a.cookies {
+                    let _ = map.remove(cookie);
+                }
+            }
+            self.by_inode.remove(&a.inode);
+            let path = table.get(index).map(|l| l.path.as_str()).unwrap_or("?");
+            statuses.push(Status::new(
+                StatusKind::Detached,
+                Some(format!("uprobe:{path}")),
+                "no watched process maps it any more",
+            ));
+        }
+        (links, statuses)
     }
 
     /// Attach to the host's own TLS libraries and OpenSSL-embedding runtimes up front, so even
@@ -404,9 +501,8 @@ impl TlsProbes {
             }
         }
         for candidate in candidates {
-            if let Some(status) = self.consider(ebpf, None, candidate) {
-                statuses.push(status);
-            }
+            let (_, status) = self.consider(ebpf, None, candidate);
+            statuses.extend(status);
         }
         statuses
     }
@@ -439,25 +535,16 @@ impl TlsProbes {
         found
     }
 
-    pub fn library(&self, index: u32) -> Option<&Library> {
-        self.libraries.get(index as usize)
-    }
-
-    /// Attach to everything TLS-related that process `pid` has mapped or may map. Returns
-    /// status lines for what was attached or refused (nothing when all was known already).
-    pub fn discover(&mut self, ebpf: &mut Ebpf, pid: u32) -> Discovery {
+    /// Attach to everything TLS-related that process `pid` (started at `start`) has mapped or
+    /// may map. Returns status lines for what was attached or refused (nothing when all was
+    /// known already) and the libraries it uses.
+    pub fn discover(&mut self, ebpf: &mut Ebpf, pid: u32, start: u64) -> Discovery {
         let mut found = Discovery::default();
-        let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-        let mappings = exec_mappings(&maps);
-        found.app_checks_names = mappings.iter().any(|m| {
-            let name = m.path.rsplit('/').next().unwrap_or_default();
-            NAME_CHECKING_LIBRARIES
-                .iter()
-                .any(|lib| name.starts_with(lib))
-        });
         if !self.enabled {
             return found;
         }
+        let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+        let mappings = exec_mappings(&maps);
         let root = PathBuf::from(format!("/proc/{pid}/root"));
         let mut candidates: Vec<Candidate> = Vec::new();
         for mapping in mappings {
@@ -493,19 +580,24 @@ impl TlsProbes {
         }
         candidates.extend(self.root_libraries(&root));
         for candidate in candidates {
-            if let Some(status) = self.consider(ebpf, Some(pid), candidate) {
-                found.statuses.push(status);
+            let (index, status) = self.consider(ebpf, Some(pid), candidate);
+            if let Some(index) = index {
+                self.attached[index].users.insert((pid, start));
+                found.libraries.push(index as u32);
             }
+            found.statuses.extend(status);
         }
         found
     }
 
+    /// Attach to one candidate file unless it is known already. Returns the library's index
+    /// when the file is (now) attached, and a status line when there is something to say.
     fn consider(
         &mut self,
         ebpf: &mut Ebpf,
         pid: Option<u32>,
         candidate: Candidate,
-    ) -> Option<Status> {
+    ) -> (Option<usize>, Option<Status>) {
         let Candidate {
             path,
             open: host_path,
@@ -517,28 +609,36 @@ impl TlsProbes {
             None => "host".to_string(),
         };
         let component = Some(format!("uprobe:{path}"));
+        let skipped =
+            |message: String| Some(Status::new(StatusKind::Skipped, component.clone(), message));
         // Open once and attach through /proc/self/fd: the file stays the one we resolved even
         // if the process (and its /proc/PID/root) goes away or the path is replaced meanwhile.
         let file = match fs::File::open(&host_path) {
             Ok(file) => file,
             Err(err) => {
                 // Only libraries we know to be TLS libraries are worth a word when they vanish.
-                return kind.filter(|k| *k != LibraryKind::Libc).map(|_| {
-                    Status::new(
-                        StatusKind::Skipped,
-                        component,
-                        format!("{who}: the library vanished before it could be probed ({err})"),
-                    )
-                });
+                let tls = kind.is_some_and(|k| k != LibraryKind::Libc);
+                return (
+                    None,
+                    tls.then(|| {
+                        format!("{who}: the library vanished before it could be probed ({err})")
+                    })
+                    .and_then(skipped),
+                );
             }
         };
-        let meta = file.metadata().ok()?;
+        let Ok(meta) = file.metadata() else {
+            return (None, None);
+        };
         if !meta.is_file() {
-            return None;
+            return (None, None);
         }
         let inode = (meta.dev(), meta.ino());
-        if self.by_inode.contains_key(&inode) || self.refused.contains(&inode) {
-            return None;
+        if let Some(&index) = self.by_inode.get(&inode) {
+            return (Some(index), None);
+        }
+        if self.refused.contains(&inode) {
+            return (None, None);
         }
         // SAFETY: read-only private mapping of a regular file we just opened; it is dropped
         // before this function returns.
@@ -546,24 +646,18 @@ impl TlsProbes {
             Ok(data) => data,
             Err(err) => {
                 self.refused.insert(inode);
-                return Some(Status::new(
-                    StatusKind::Skipped,
-                    component,
-                    format!("{who}: unreadable ({err})"),
-                ));
+                return (None, skipped(format!("{who}: unreadable ({err})")));
             }
         };
         let symbols = match resolve_symbols(&data) {
             Ok(symbols) => symbols,
             Err(err) => {
                 self.refused.insert(inode);
-                return kind.filter(|k| *k != LibraryKind::Libc).map(|_| {
-                    Status::new(
-                        StatusKind::Skipped,
-                        component.clone(),
-                        format!("{who}: {err:#}"),
-                    )
-                });
+                let tls = kind.is_some_and(|k| k != LibraryKind::Libc);
+                return (
+                    None,
+                    tls.then(|| format!("{who}: {err:#}")).and_then(skipped),
+                );
             }
         };
         let segments = exec_segments(&data);
@@ -576,12 +670,21 @@ impl TlsProbes {
             // An ordinary executable: nothing to say.
             None => {
                 self.refused.insert(inode);
-                return None;
+                return (None, None);
             }
         };
-        let index = self.libraries.len() as u64;
+        // Enter the library in the shared table before any probe can fire with its index.
+        let index = {
+            let mut table = self.libraries.write().expect("library table lock");
+            table.push(Library {
+                path: path.to_string(),
+                kind,
+            });
+            table.len() - 1
+        };
         let fd_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file));
-        let mut attached = 0;
+        let mut links = Vec::new();
+        let mut cookies = Vec::new();
         let mut missing = Vec::new();
         let mut errors = Vec::new();
         for (hook_index, hook) in HOOKS
@@ -593,13 +696,14 @@ impl TlsProbes {
                 missing.push(hook.symbol);
                 continue;
             };
-            let cookie = (index << COOKIE_HOOK_BITS) | hook_index as u64;
-            let result = (|| -> anyhow::Result<()> {
+            let cookie = ((index as u64) << COOKIE_HOOK_BITS) | hook_index as u64;
+            let result = (|| -> anyhow::Result<UProbeLink> {
                 if HANDSHAKE_ENTRY_PROGRAMS.contains(&hook.program) {
                     if let (Some(map), Some(range)) =
                         (self.hook_text.as_mut(), text_range(&segments, offset))
                     {
                         map.insert(cookie, range, 0)?;
+                        cookies.push(cookie);
                     }
                 }
                 let program: &mut UProbe = ebpf
@@ -611,16 +715,23 @@ impl TlsProbes {
                     cookie: Some(cookie),
                 };
                 let id = program.attach(point, &fd_path, UProbeScope::AllProcesses)?;
-                self.links.push(program.take_link(id)?);
-                Ok(())
+                Ok(program.take_link(id)?)
             })();
             match result {
-                Ok(()) => attached += 1,
+                Ok(link) => links.push(link),
                 Err(err) => errors.push(format!("{}: {err:#}", hook.symbol)),
             }
         }
         missing.sort_unstable();
         missing.dedup();
+        let attached = links.len();
+        self.attached.push(Attached {
+            inode,
+            links,
+            cookies,
+            host: pid.is_none(),
+            users: HashSet::new(),
+        });
         if attached == 0 {
             self.refused.insert(inode);
             let why = if !errors.is_empty() {
@@ -629,17 +740,9 @@ impl TlsProbes {
                 "none of the OpenSSL functions is exported (stripped or not an OpenSSL build)"
                     .into()
             };
-            return Some(Status::new(
-                StatusKind::Skipped,
-                component,
-                format!("{who}: {why}"),
-            ));
+            return (None, skipped(format!("{who}: {why}")));
         }
-        self.by_inode.insert(inode, index as usize);
-        self.libraries.push(Library {
-            path: path.to_string(),
-            kind,
-        });
+        self.by_inode.insert(inode, index);
         let mut message = format!("{kind:?} for {who}: {attached} hooks");
         if !missing.is_empty() && kind != LibraryKind::Libc {
             message.push_str(&format!(" (not exported: {})", missing.join(", ")));
@@ -647,7 +750,10 @@ impl TlsProbes {
         if !errors.is_empty() {
             message.push_str(&format!(" (failed: {})", errors.join("; ")));
         }
-        Some(Status::new(StatusKind::Attached, component, message))
+        (
+            Some(index),
+            Some(Status::new(StatusKind::Attached, component, message)),
+        )
     }
 }
 
@@ -676,6 +782,39 @@ mod tests {
             ]
         );
         assert_eq!(found[0].range, "7f1e2b000000-7f1e2b100000");
+    }
+
+    #[test]
+    fn maps_paths_keep_their_spaces_and_deleted_suffix() {
+        // As the kernel writes them: the path starts after padding that follows the inode.
+        let maps = "\
+0000-1000 r-xp 00022000 fd:01 101                        /opt/my app/libssl.so.3
+1000-2000 r--p 00122000 fd:01 101                        /opt/my app/libssl.so.3
+2000-3000 r-xp 00000000 fd:01 102                        /srv/(deleted)/lib/libcrypto.so.3
+3000-4000 r-xp 00010000 fd:01 103                        /tmp/old  build/libssl.so.3 (deleted)
+4000-5000 r-xp 00010000 fd:01 104                        /usr/lib/libssl.so.3 (deleted)
+5000-6000 r-xp 00010000 fd:01 105                        /usr/lib/libssl.so.3
+6000-7000 r-xp 00010000 fd:01 106                        /usr/lib/libssl.so.3
+7000-8000 r-xp 00000000 00:00 0                          [anon:weird name]
+8000-9000 r-xp 00000000 00:00 0
+9000-a000 r-xp 00000000 fd:01 107                        /opt/trailing space /libc.so.6\x20
+";
+        let mappings = exec_mappings(maps);
+        let found: Vec<(&str, bool, &str)> = mappings
+            .iter()
+            .map(|m| (m.path.as_str(), m.deleted, m.range.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                ("/opt/my app/libssl.so.3", false, "0000-1000"),
+                ("/opt/trailing space /libc.so.6 ", false, "9000-a000"),
+                ("/srv/(deleted)/lib/libcrypto.so.3", false, "2000-3000"),
+                ("/tmp/old  build/libssl.so.3", true, "3000-4000"),
+                ("/usr/lib/libssl.so.3", false, "5000-6000"),
+                ("/usr/lib/libssl.so.3", true, "4000-5000"),
+            ]
+        );
     }
 
     #[test]

@@ -3,9 +3,11 @@ pub mod cgroup;
 pub mod mcp;
 pub mod targets;
 
-use std::{collections::HashMap, fs, path::PathBuf, sync::Arc};
+use std::{fs, path::PathBuf};
 
 use serde::Serialize;
+
+use crate::detect::{cmdline::CmdlineRedactor, secret::Secret};
 
 /// What a finding or event says about the process behind it (`process` in the JSON contract).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -91,15 +93,20 @@ impl ProcFs {
 
     /// Read everything the JSON contract wants about `pid`. `None` when the process is gone
     /// (or its /proc entry is unreadable). Fields that alone are unreadable stay empty.
-    pub fn load(&self, pid: u32) -> Option<ProcessInfo> {
+    pub fn load(&self, pid: u32, redactor: &CmdlineRedactor) -> Option<ReadProcess> {
         let stat = self.stat(pid)?;
         let comm = fs::read_to_string(self.path(pid, "comm"))
             .map(|s| s.trim_end_matches('\n').to_string())
             .unwrap_or_default();
-        // Secrets on command lines never reach a record.
-        let cmdline = fs::read(self.path(pid, "cmdline"))
-            .map(|raw| crate::detect::cmdline::redact(&parse_cmdline(&raw)))
-            .unwrap_or_default();
+        // Secrets on command lines never reach a record; those found are handed back so the
+        // caller scrubs them from everything else it writes.
+        let (cmdline, secrets) = match fs::read(self.path(pid, "cmdline")) {
+            Ok(raw) => {
+                let redacted = redactor.redact(&parse_cmdline(&raw));
+                (redacted.argv, redacted.secrets)
+            }
+            Err(_) => (Vec::new(), Vec::new()),
+        };
         let exe = fs::read_link(self.path(pid, "exe")).ok().map(|p| {
             p.to_string_lossy()
                 .trim_end_matches(" (deleted)")
@@ -112,7 +119,7 @@ impl ProcFs {
             .map(|s| cgroup::parse_proc(&s))
             .unwrap_or_default();
         let container_id = cgroup::container_of(&cgroups).map(String::from);
-        Some(ProcessInfo {
+        let info = ProcessInfo {
             pid,
             ppid: Some(stat.ppid),
             uid,
@@ -123,7 +130,17 @@ impl ProcFs {
             mcp: false,
             cgroups,
             mcp_reason: None,
+        };
+        Some(ReadProcess {
+            info,
+            start: stat.start_time,
+            secrets,
         })
+    }
+
+    /// `/proc/PID/maps` (empty when unreadable).
+    pub fn maps(&self, pid: u32) -> String {
+        fs::read_to_string(self.path(pid, "maps")).unwrap_or_default()
     }
 
     /// All numeric entries of /proc.
@@ -151,27 +168,14 @@ impl ProcFs {
     }
 }
 
-/// Processes the agent knows about, shared by reference with every event that names them so the
-/// hot path never copies or allocates.
-#[derive(Debug, Default)]
-pub struct ProcessTable {
-    procs: HashMap<u32, Arc<ProcessInfo>>,
-}
-
-impl ProcessTable {
-    pub fn get(&self, pid: u32) -> Option<&Arc<ProcessInfo>> {
-        self.procs.get(&pid)
-    }
-
-    pub fn insert(&mut self, info: ProcessInfo) -> Arc<ProcessInfo> {
-        let info = Arc::new(info);
-        self.procs.insert(info.pid, info.clone());
-        info
-    }
-
-    pub fn remove(&mut self, pid: u32) -> Option<Arc<ProcessInfo>> {
-        self.procs.remove(&pid)
-    }
+/// What reading a process from /proc gave.
+#[derive(Debug)]
+pub struct ReadProcess {
+    pub info: ProcessInfo,
+    /// Start time in clock ticks since boot (`/proc/PID/stat` field 22).
+    pub start: u64,
+    /// Secrets its command line held (redacted from `info.cmdline`).
+    pub secrets: Vec<Secret>,
 }
 
 /// A process whose /proc entry could not be read (it exited before we looked): what the kernel
@@ -188,6 +192,10 @@ pub fn vanished(pid: u32, comm: &str, exe: Option<&str>) -> ProcessInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn redactor() -> CmdlineRedactor {
+        CmdlineRedactor::new(crate::detect::redact::Fingerprinter::new([3; 32]), false)
+    }
 
     #[test]
     fn stat_with_hostile_comm() {
@@ -236,14 +244,16 @@ mod tests {
         )
         .unwrap();
         let procfs = ProcFs::at(&dir);
-        let info = procfs.load(77).unwrap();
+        let read = procfs.load(77, &redactor()).unwrap();
+        assert_eq!(read.start, 555);
+        let info = read.info;
         assert_eq!(info.ppid, Some(1));
         assert_eq!(info.comm, "node");
         assert_eq!(info.cmdline, vec!["node", "server.js"]);
         assert_eq!(info.uid, None, "no status file: uid unknown, not an error");
         assert_eq!(info.exe, None);
         assert!(info.container_id.unwrap().starts_with("3f4e8b2a"));
-        assert!(procfs.load(78).is_none(), "vanished process");
+        assert!(procfs.load(78, &redactor()).is_none(), "vanished process");
         assert_eq!(procfs.pids(), vec![77]);
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -251,7 +261,7 @@ mod tests {
     #[test]
     fn reads_this_process() {
         let me = std::process::id();
-        let info = ProcFs::default().load(me).unwrap();
+        let info = ProcFs::default().load(me, &redactor()).unwrap().info;
         assert_eq!(info.pid, me);
         assert!(info.ppid.is_some() && info.uid.is_some() && !info.cmdline.is_empty());
     }

@@ -1,23 +1,32 @@
 //! Which processes are watched. A [`Selector`] is the user's choice (`--mcp`, `--all`, `--pid`,
-//! `--comm`, `--cgroup`); [`Tracker`] applies it at start-up (a /proc scan) and at every exec,
-//! keeps the kernel's target set in step, and hands out process details for events.
+//! `--comm`, `--cgroup`); [`Targeting`] applies it at start-up (to a /proc scan) and at every
+//! exec (to what was read about the process), and keeps the kernel's target set in step.
+//! It holds no per-process state of its own: what is known of each process lives in the
+//! analyzer's process table, and the caller reads /proc.
 //!
 //! Children of a watched process are watched too: the kernel adds them at fork (before they run),
 //! and the start-up scan adds descendants of selected processes.
-use std::{collections::HashMap, sync::Arc};
+use std::collections::HashMap;
 
-use super::{cgroup::Selection, mcp::McpMatcher, vanished, ProcFs, ProcessInfo, ProcessTable};
+use super::{cgroup::Selection, mcp::McpMatcher, ProcessInfo};
 
-/// The kernel's target set (a BPF hash map in production, a plain set in tests).
+/// The kernel's target set (a BPF hash map in production, a plain map in tests). Entries name
+/// a process by pid *and* start time, so a reused pid is never watched by mistake.
 pub trait TargetMap {
-    fn add(&mut self, pid: u32) -> anyhow::Result<()>;
+    fn add(&mut self, pid: u32, start: u64) -> anyhow::Result<()>;
     fn remove(&mut self, pid: u32);
-    fn pids(&self) -> Vec<u32>;
+    /// Every entry: pid and the start time it was added for (0: any, set by the kernel).
+    fn entries(&self) -> Vec<(u32, u64)>;
 }
 
-impl TargetMap for aya::maps::HashMap<aya::maps::MapData, u32, u32> {
-    fn add(&mut self, pid: u32) -> anyhow::Result<()> {
-        self.insert(pid, monitor_common::target::SELECTED, 0)
+impl TargetMap for aya::maps::HashMap<aya::maps::MapData, u32, monitor_common::TargetEntry> {
+    fn add(&mut self, pid: u32, start: u64) -> anyhow::Result<()> {
+        let entry = monitor_common::TargetEntry {
+            flags: monitor_common::target::SELECTED,
+            _pad: 0,
+            start,
+        };
+        self.insert(pid, entry, 0)
             .map_err(|e| anyhow::anyhow!("adding pid {pid} to the kernel target set: {e}"))
     }
 
@@ -25,23 +34,26 @@ impl TargetMap for aya::maps::HashMap<aya::maps::MapData, u32, u32> {
         let _ = aya::maps::HashMap::remove(self, &pid);
     }
 
-    fn pids(&self) -> Vec<u32> {
-        self.keys().filter_map(Result::ok).collect()
+    fn entries(&self) -> Vec<(u32, u64)> {
+        self.iter()
+            .filter_map(Result::ok)
+            .map(|(pid, e)| (pid, e.start))
+            .collect()
     }
 }
 
-impl TargetMap for std::collections::BTreeSet<u32> {
-    fn add(&mut self, pid: u32) -> anyhow::Result<()> {
-        self.insert(pid);
+impl TargetMap for std::collections::BTreeMap<u32, u64> {
+    fn add(&mut self, pid: u32, start: u64) -> anyhow::Result<()> {
+        self.insert(pid, start);
         Ok(())
     }
 
     fn remove(&mut self, pid: u32) {
-        std::collections::BTreeSet::remove(self, &pid);
+        std::collections::BTreeMap::remove(self, &pid);
     }
 
-    fn pids(&self) -> Vec<u32> {
-        self.iter().copied().collect()
+    fn entries(&self) -> Vec<(u32, u64)> {
+        self.iter().map(|(p, s)| (*p, *s)).collect()
     }
 }
 
@@ -112,63 +124,48 @@ impl Selector {
 /// A process that became a target, with the reason to show the user.
 #[derive(Debug, Clone)]
 pub struct NewTarget {
-    pub process: Arc<ProcessInfo>,
+    pub process: ProcessInfo,
+    /// Its start time (see `analyze::processes::ProcessKey`).
+    pub start: u64,
     pub reason: String,
 }
 
-pub struct Tracker<M> {
+pub struct Targeting<M> {
     selector: Selector,
     matcher: McpMatcher,
-    procfs: ProcFs,
     map: M,
-    table: ProcessTable,
-    /// Start times of targeted processes, to tell a reused pid from the one we targeted.
-    start_times: HashMap<u32, u64>,
 }
 
-impl<M: TargetMap> Tracker<M> {
-    pub fn new(selector: Selector, matcher: McpMatcher, procfs: ProcFs, map: M) -> Self {
+impl<M: TargetMap> Targeting<M> {
+    pub fn new(selector: Selector, matcher: McpMatcher, map: M) -> Self {
         Self {
             selector,
             matcher,
-            procfs,
             map,
-            table: ProcessTable::default(),
-            start_times: HashMap::new(),
         }
     }
 
-    fn label(&self, mut info: ProcessInfo) -> ProcessInfo {
+    pub fn selector(&self) -> &Selector {
+        &self.selector
+    }
+
+    /// Name a process an MCP server (or not), with the reason; a child of an MCP server is one.
+    pub fn label(&self, mut info: ProcessInfo, parent_mcp: bool) -> ProcessInfo {
         info.mcp_reason = self.matcher.reason(info.exe.as_deref(), &info.cmdline);
-        let parent_mcp = info
-            .ppid
-            .and_then(|ppid| self.table.get(ppid))
-            .is_some_and(|p| p.mcp);
         info.mcp = info.mcp_reason.is_some() || parent_mcp;
         info
     }
 
-    fn remember(&mut self, info: ProcessInfo) -> Arc<ProcessInfo> {
-        if let Some(stat) = self.procfs.stat(info.pid) {
-            self.start_times.insert(info.pid, stat.start_time);
-        }
-        self.table.insert(info)
-    }
-
-    /// Scan /proc once at start-up: selected processes and all their descendants become targets.
-    pub fn scan(&mut self) -> Vec<NewTarget> {
-        let mut all: HashMap<u32, ProcessInfo> = HashMap::new();
-        for pid in self.procfs.pids() {
-            if pid == std::process::id() {
-                continue;
-            }
-            if let Some(info) = self.procfs.load(pid) {
-                all.insert(pid, info);
-            }
-        }
+    /// Start-up: every selected process and all its descendants become targets. `all` is
+    /// every process read from /proc, with its start time.
+    pub fn scan(&mut self, all: Vec<(ProcessInfo, u64)>) -> Vec<NewTarget> {
+        let mut all: HashMap<u32, (ProcessInfo, u64)> = all
+            .into_iter()
+            .map(|(info, start)| (info.pid, (info, start)))
+            .collect();
         // Label MCP servers first; descendants inherit the label below.
         let mut reasons: HashMap<u32, String> = HashMap::new();
-        for info in all.values_mut() {
+        for (info, _) in all.values_mut() {
             info.mcp_reason = self.matcher.reason(info.exe.as_deref(), &info.cmdline);
             info.mcp = info.mcp_reason.is_some();
             if let Some(reason) = self.selector.reason(info) {
@@ -181,12 +178,14 @@ impl<M: TargetMap> Tracker<M> {
             // Walk up the parent chain (bounded: pid cycles cannot happen, but /proc can lie).
             let mut reason = reasons.get(&pid).cloned();
             let mut mcp_ancestor = false;
-            let mut cur = all[&pid].ppid;
+            let mut cur = all[&pid].0.ppid;
             for _ in 0..64 {
                 let Some(ppid) = cur.filter(|&p| p != 0) else {
                     break;
                 };
-                let Some(parent) = all.get(&ppid) else { break };
+                let Some((parent, _)) = all.get(&ppid) else {
+                    break;
+                };
                 mcp_ancestor |= parent.mcp;
                 if reason.is_none() {
                     if let Some(r) = reasons.get(&ppid) {
@@ -196,91 +195,56 @@ impl<M: TargetMap> Tracker<M> {
                 cur = parent.ppid;
             }
             let Some(reason) = reason else { continue };
-            let mut info = all[&pid].clone();
+            let (mut info, start) = all[&pid].clone();
             info.mcp |= mcp_ancestor;
-            if let Err(err) = self.map.add(pid) {
+            if let Err(err) = self.map.add(pid, start) {
                 tracing::warn!("{err:#}");
                 continue;
             }
-            let process = self.remember(info);
-            found.push(NewTarget { process, reason });
+            found.push(NewTarget {
+                process: info,
+                start,
+                reason,
+            });
         }
         found.sort_by_key(|t| t.process.pid);
         found
     }
 
-    /// A process exec'd. `inherited`: the kernel already targets it (a child of a target).
-    /// Returns the process when it is (now) a target.
+    /// A process exec'd; `info` is what was read about it (already labelled). `inherited`: the
+    /// kernel already targets it (a child of a target); `was_target`: it was one before the
+    /// exec. Returns the reason when it is (now) a target.
     pub fn on_exec(
         &mut self,
-        pid: u32,
+        info: &ProcessInfo,
+        start: u64,
         inherited: bool,
-        comm: &str,
-        filename: &str,
-    ) -> Option<NewTarget> {
-        let was_known = self.table.remove(pid);
-        let info = match self.procfs.load(pid) {
-            Some(info) => info,
-            // Gone already: without a command line only --all, --pid and --comm can still match.
-            None => vanished(pid, comm, (!filename.is_empty()).then_some(filename)),
-        };
-        let info = self.label(info);
-        let reason = if let Some(reason) = self.selector.reason(&info) {
+        was_target: bool,
+    ) -> Option<String> {
+        if let Some(reason) = self.selector.reason(info) {
             if !inherited {
-                if let Err(err) = self.map.add(pid) {
+                if let Err(err) = self.map.add(info.pid, start) {
                     tracing::warn!("{err:#}");
                     return None;
                 }
             }
-            reason
-        } else if inherited || was_known.is_some() {
-            match info.ppid {
-                Some(ppid) => format!("child of targeted pid {ppid}"),
-                None => "child of a targeted process".into(),
-            }
-        } else {
-            return None;
-        };
-        let process = self.remember(info);
-        Some(NewTarget { process, reason })
-    }
-
-    pub fn on_exit(&mut self, pid: u32) {
-        self.table.remove(pid);
-        self.start_times.remove(&pid);
-        // The kernel removed the entry already; this covers an add that raced with the exit.
-        self.map.remove(pid);
-    }
-
-    /// Details of the process behind an event: cached, loaded on first sight, or what the event
-    /// itself says when the process is gone.
-    pub fn process(&mut self, pid: u32, comm: &str) -> Arc<ProcessInfo> {
-        if let Some(info) = self.table.get(pid) {
-            return info.clone();
+            return Some(reason);
         }
-        let info = match self.procfs.load(pid) {
-            Some(info) => self.label(info),
-            None => vanished(pid, comm, None),
-        };
-        self.remember(info)
+        (inherited || was_target).then(|| match info.ppid {
+            Some(ppid) => format!("child of targeted pid {ppid}"),
+            None => "child of a targeted process".into(),
+        })
     }
 
-    /// Forget targets whose process is gone or whose pid now belongs to someone else (an add
-    /// can race with an exit that the kernel never reported). Returns the pids dropped.
-    pub fn collect_garbage(&mut self) -> Vec<u32> {
+    /// Forget kernel entries whose process is gone or whose pid now belongs to someone else
+    /// (an add can race with an exit the kernel never saw). `stale` says, for an entry (pid and
+    /// the start time it was added for, 0 for any), whether it no longer names a live process.
+    /// Returns the pids dropped.
+    pub fn sweep(&mut self, stale: impl Fn(u32, u64) -> bool) -> Vec<u32> {
         let mut dropped = Vec::new();
-        for pid in self.map.pids() {
-            let current = self.procfs.stat(pid).map(|s| s.start_time);
-            let stale = match (current, self.start_times.get(&pid)) {
-                (None, _) => true,
-                (Some(now), Some(&known)) => now != known,
-                // Inherited thread or child we have not seen yet: keep while it lives.
-                (Some(_), None) => false,
-            };
-            if stale {
+        for (pid, start) in self.map.entries() {
+            if stale(pid, start) {
                 self.map.remove(pid);
-                self.table.remove(pid);
-                self.start_times.remove(&pid);
                 dropped.push(pid);
             }
         }
@@ -288,7 +252,7 @@ impl<M: TargetMap> Tracker<M> {
     }
 
     pub fn target_count(&self) -> usize {
-        self.map.pids().len()
+        self.map.entries().len()
     }
 
     pub fn map_mut(&mut self) -> &mut M {
@@ -298,7 +262,7 @@ impl<M: TargetMap> Tracker<M> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
+    use std::collections::BTreeMap;
 
     use super::*;
     use crate::process::cgroup::parse_proc;
@@ -360,46 +324,73 @@ mod tests {
             .is_some());
     }
 
-    #[test]
-    fn exec_of_vanished_process_is_tolerated() {
-        let procfs = ProcFs::at("/nonexistent-proc");
-        let mut t = Tracker::new(
-            Selector::Comms(vec!["curl".into()]),
-            McpMatcher::default(),
-            procfs,
-            BTreeSet::new(),
-        );
-        let target = t
-            .on_exec(4242, false, "curl", "/usr/bin/curl")
-            .expect("comm still matches");
-        assert_eq!(target.process.comm, "curl");
-        assert_eq!(target.process.exe.as_deref(), Some("/usr/bin/curl"));
-        assert_eq!(t.map_mut().pids(), vec![4242]);
-        assert!(t.on_exec(4243, false, "bash", "/bin/bash").is_none());
-        let inherited = t
-            .on_exec(4244, true, "sh", "/bin/sh")
-            .expect("children stay targeted");
-        assert!(inherited.reason.contains("child"));
-        t.on_exit(4242);
-        assert!(t.map_mut().pids().is_empty());
-        assert_eq!(t.collect_garbage(), Vec::<u32>::new());
+    fn targeting(selector: Selector) -> Targeting<BTreeMap<u32, u64>> {
+        Targeting::new(selector, McpMatcher::default(), BTreeMap::new())
     }
 
     #[test]
-    fn scan_finds_this_test_process_by_pid() {
-        // The scan skips the agent's own pid, so target our parent (cargo/nextest) instead.
-        let parent = ProcFs::default().stat(std::process::id()).unwrap().ppid;
-        let mut t = Tracker::new(
-            Selector::Pids(vec![parent]),
-            McpMatcher::default(),
-            ProcFs::default(),
-            BTreeSet::new(),
+    fn exec_decisions() {
+        let mut t = targeting(Selector::Comms(vec!["curl".into()]));
+        let curl = info(4242, "curl", "/usr/bin/curl", "curl http://x/", "/");
+        assert_eq!(
+            t.on_exec(&curl, 77, false, false).as_deref(),
+            Some("--comm curl")
         );
-        let found = t.scan();
-        assert!(found
+        assert_eq!(
+            t.map_mut().entries(),
+            vec![(4242, 77)],
+            "added with its start time"
+        );
+        let bash = info(4243, "bash", "/bin/bash", "bash", "/");
+        assert!(t.on_exec(&bash, 1, false, false).is_none());
+        let child = info(4244, "sh", "/bin/sh", "sh -c x", "/");
+        assert!(t
+            .on_exec(&child, 1, true, false)
+            .unwrap()
+            .contains("child of targeted pid 1"));
+        assert_eq!(
+            t.map_mut().entries().len(),
+            1,
+            "the kernel added the child itself"
+        );
+    }
+
+    #[test]
+    fn sweep_drops_gone_and_reused_pids() {
+        let mut t = targeting(Selector::All);
+        t.map_mut().add(10, 100).unwrap();
+        t.map_mut().add(11, 100).unwrap();
+        t.map_mut().add(12, 0).unwrap();
+        t.map_mut().add(13, 100).unwrap();
+        let now = |pid: u32| match pid {
+            10 => Some(100),
+            11 => Some(999), // reused
+            12 => Some(5),   // kernel-added: any start
+            _ => None,       // gone
+        };
+        let stale = |pid: u32, start: u64| match now(pid) {
+            None => true,
+            Some(now) => start != 0 && now != start,
+        };
+        assert_eq!(t.sweep(stale), vec![11, 13]);
+        assert_eq!(t.target_count(), 2);
+    }
+
+    #[test]
+    fn scan_selects_descendants_with_their_start_times() {
+        let mut t = targeting(Selector::Pids(vec![10]));
+        let mut parent = info(10, "node", "/usr/bin/node", "node mcp-server.js", "/");
+        parent.ppid = Some(1);
+        let mut child = info(11, "curl", "/usr/bin/curl", "curl x", "/");
+        child.ppid = Some(10);
+        let other = info(12, "vim", "/usr/bin/vim", "vim", "/");
+        let found = t.scan(vec![(parent, 500), (child, 600), (other, 700)]);
+        let got: Vec<(u32, u64, bool)> = found
             .iter()
-            .any(|n| n.process.pid == parent && n.reason == format!("--pid {parent}")));
-        assert!(t.map_mut().pids().contains(&parent));
-        assert!(found.iter().all(|n| n.process.pid != std::process::id()));
+            .map(|n| (n.process.pid, n.start, n.reason.contains("descendant")))
+            .collect();
+        assert_eq!(got, vec![(10, 500, false), (11, 600, true)]);
+        assert_eq!(t.map_mut().entries(), vec![(10, 500), (11, 600)]);
+        assert!(found[1].process.mcp, "a child of an MCP server is one");
     }
 }

@@ -84,16 +84,19 @@ fn inspect_form(body: &[u8], cut: bool, fp: &Fingerprinter, found: &mut Found) {
     } else {
         body
     };
-    for (name, value) in form_urlencoded::parse(body) {
-        if name.eq_ignore_ascii_case("grant_type") {
-            found.grant_type = found.grant_type.or(names::oauth_grant_type(&value));
-        } else if !value.is_empty() && names::is_secret_field(&name) {
-            found.credentials.push(Credential::redacted(
-                CredentialKind::FormField,
-                format!("form:{}", printable_name(name.as_bytes())),
-                value.as_bytes(),
-                fp,
-            ));
+    for field in super::form_fields(body) {
+        if field.name.eq_ignore_ascii_case("grant_type") {
+            found.grant_type = found.grant_type.or(names::oauth_grant_type(&field.value));
+        } else if !field.value.is_empty() && names::is_secret_field(&field.name) {
+            found.credentials.push(
+                Credential::redacted(
+                    CredentialKind::FormField,
+                    format!("form:{}", printable_name(field.name.as_bytes())),
+                    field.value.as_bytes(),
+                    fp,
+                )
+                .with_form(field.raw_value),
+            );
         }
     }
 }

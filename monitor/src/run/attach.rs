@@ -1,0 +1,64 @@
+//! The probe worker: finding the TLS libraries of targets (reading ELF files, some of them
+//! large) and attaching or detaching uprobes (each detach waits for a kernel grace period)
+//! happens on this thread, never on the event loop. The loaded programs live here.
+use std::{
+    sync::mpsc,
+    thread::{self, JoinHandle},
+};
+
+use aya::Ebpf;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::{output::Status, probes::uprobes::TlsProbes};
+
+pub enum Request {
+    /// Attach to the TLS libraries this process (pid, start time) maps or may map.
+    Discover { pid: u32, start: u64 },
+    /// This process is gone: libraries only it used lose their probes.
+    Release { pid: u32, start: u64 },
+}
+
+pub enum Reply {
+    Discovered { statuses: Vec<Status> },
+    Released { statuses: Vec<Status> },
+}
+
+/// Start the worker with the loaded programs. It ends when the request sender is dropped, and
+/// hands the programs back through its join handle (their detach is left to the caller).
+pub fn spawn(
+    mut ebpf: Ebpf,
+    mut tls: TlsProbes,
+    replies: UnboundedSender<Reply>,
+) -> (mpsc::Sender<Request>, JoinHandle<(Ebpf, TlsProbes)>) {
+    let (tx, rx) = mpsc::channel::<Request>();
+    let handle = thread::Builder::new()
+        .name("em-probes".into())
+        .spawn(move || {
+            for request in rx {
+                let reply = match request {
+                    Request::Discover { pid, start } => {
+                        let found = tls.discover(&mut ebpf, pid, start);
+                        Reply::Discovered {
+                            statuses: found.statuses,
+                        }
+                    }
+                    Request::Release { pid, start } => {
+                        let (links, statuses) = tls.release((pid, start));
+                        if !links.is_empty() {
+                            // Each detach waits for a grace period: not on this thread either.
+                            let _ = thread::Builder::new()
+                                .name("em-detach".into())
+                                .spawn(move || drop(links));
+                        }
+                        Reply::Released { statuses }
+                    }
+                };
+                if replies.send(reply).is_err() {
+                    break;
+                }
+            }
+            (ebpf, tls)
+        })
+        .expect("spawning the probe worker thread");
+    (tx, handle)
+}
