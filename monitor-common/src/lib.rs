@@ -277,13 +277,21 @@ pub struct CertEvent {
     pub der: [u8; CERT_MAX],
 }
 
-/// A targeted process mapped a file with `PROT_EXEC` (`fd` still open when sent).
+/// Bytes of a mapped file's name kept in a [`MmapExecEvent`].
+pub const MMAP_NAME_LEN: usize = 64;
+
+/// A targeted process mapped a file with `PROT_EXEC`: a library (loaded at start by the
+/// dynamic loader, or later by `dlopen`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct MmapExecEvent {
     pub header: EventHeader,
     pub fd: i32,
-    pub _pad: u32,
+    /// Bytes of `name` that are valid.
+    pub name_len: u32,
+    /// The file's name (its last path component), read from the kernel when the mapping is
+    /// made: what it is does not depend on the process still living when userspace looks.
+    pub name: [u8; MMAP_NAME_LEN],
 }
 
 pub const ENV_TEXT_LEN: usize = 64;
@@ -503,7 +511,10 @@ pub struct KernelOffsets {
     pub sock_err: u32,
     pub task_group_leader: u32,
     pub task_start_boottime: u32,
-    pub _pad: u32,
+    /// `file.f_path.dentry`.
+    pub file_dentry: u32,
+    /// `dentry.d_name.name`.
+    pub dentry_name: u32,
 }
 
 pub mod offsets_valid {
@@ -511,6 +522,8 @@ pub mod offsets_valid {
     pub const SOCKET: u32 = 1;
     /// `task_struct.group_leader` and `start_boottime` (process start times).
     pub const START_TIME: u32 = 2;
+    /// `file.f_path.dentry` and `dentry.d_name.name` (names of mapped files).
+    pub const FILE_NAME: u32 = 4;
 }
 
 /// Tracepoint field offsets that differ between kernels (read from tracefs `format` files).

@@ -41,7 +41,8 @@ pub static KERNEL_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     sock_err: 0,
     task_group_leader: 0,
     task_start_boottime: 0,
-    _pad: 0,
+    file_dentry: 0,
+    dentry_name: 0,
 });
 
 #[unsafe(no_mangle)]
@@ -271,17 +272,13 @@ pub fn thread_or_insert(pid_tgid: u64) -> Option<*mut ThreadState> {
     THREADS.get_ptr_mut(pid_tgid)
 }
 
-/// The socket behind descriptor `fd` of the current process: its `struct sock` and type, or
-/// `None` when `fd` is not a socket (or the offsets are unknown). Reads the descriptor table of
-/// the current task, which cannot go away while the task runs.
+/// The `struct file` behind descriptor `fd` of the current process. Reads the descriptor
+/// table of the current task, which cannot go away while the task runs.
 #[inline(always)]
-pub fn fd_socket(fd: i32) -> Option<(u64, u16)> {
-    let offsets = KERNEL_OFFSETS.load();
-    if offsets.valid & offsets_valid::SOCKET == 0 || fd < 0 {
+fn fd_file(offsets: &KernelOffsets, fd: i32) -> Option<*const u8> {
+    if fd < 0 {
         return None;
     }
-    const S_IFMT: u16 = 0o170000;
-    const S_IFSOCK: u16 = 0o140000;
     // SAFETY: every dereference goes through bpf_probe_read_kernel, which faults safely.
     unsafe {
         let task = bpf_get_current_task() as *const u8;
@@ -295,6 +292,23 @@ pub fn fd_socket(fd: i32) -> Option<(u64, u16)> {
         let fd_array = read_ptr(fdt, offsets.fdtable_fd).ok()?;
         let file: *const u8 =
             bpf_probe_read_kernel(fd_array.add(fd as usize * 8) as *const *const u8).ok()?;
+        (!file.is_null()).then_some(file)
+    }
+}
+
+/// The socket behind descriptor `fd` of the current process: its `struct sock` and type, or
+/// `None` when `fd` is not a socket (or the offsets are unknown).
+#[inline(always)]
+pub fn fd_socket(fd: i32) -> Option<(u64, u16)> {
+    let offsets = KERNEL_OFFSETS.load();
+    if offsets.valid & offsets_valid::SOCKET == 0 {
+        return None;
+    }
+    const S_IFMT: u16 = 0o170000;
+    const S_IFSOCK: u16 = 0o140000;
+    let file = fd_file(&offsets, fd)?;
+    // SAFETY: every dereference goes through bpf_probe_read_kernel, which faults safely.
+    unsafe {
         // Only a socket's file has a socket behind `private_data`.
         let inode = read_ptr(file, offsets.file_inode).ok()?;
         let mode: u16 =
@@ -307,6 +321,29 @@ pub fn fd_socket(fd: i32) -> Option<(u64, u16)> {
             bpf_probe_read_kernel(socket.add(offsets.socket_type as usize) as *const i16).ok()?;
         let sk = read_ptr(socket, offsets.socket_sk).ok()? as u64;
         (sk != 0).then_some((sk, sock_type as u16))
+    }
+}
+
+/// The name (last path component) of the file behind descriptor `fd` of the current process,
+/// copied into `out`; its length.
+#[inline(always)]
+pub fn fd_name(fd: i32, out: &mut [u8]) -> Option<usize> {
+    let offsets = KERNEL_OFFSETS.load();
+    let needed = offsets_valid::SOCKET | offsets_valid::FILE_NAME;
+    if offsets.valid & needed != needed {
+        return None;
+    }
+    let file = fd_file(&offsets, fd)?;
+    // SAFETY: every dereference goes through bpf_probe_read_kernel*, which faults safely.
+    unsafe {
+        let dentry = read_ptr(file, offsets.file_dentry).ok()?;
+        let name = read_ptr(dentry, offsets.dentry_name).ok()?;
+        if name.is_null() {
+            return None;
+        }
+        aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(name, out)
+            .ok()
+            .map(|s| s.len())
     }
 }
 

@@ -162,12 +162,14 @@ pub struct Cert {
     pub truncated: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MmapExec {
     pub tgid: u32,
     /// Start time of the process (see `monitor_common::EventHeader::start`).
     pub start: u64,
     pub ktime_ns: u64,
+    /// The mapped file's name (empty when the kernel could not tell).
+    pub name: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -479,10 +481,12 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
         }
         EventKind::MmapExec => {
             let e: MmapExecEvent = read(bytes, header.kind)?;
+            let len = (e.name_len as usize).min(e.name.len());
             RawEvent::MmapExec(MmapExec {
                 tgid: e.header.tgid,
                 start: e.header.start,
                 ktime_ns: e.header.ktime_ns,
+                name: String::from_utf8_lossy(&e.name[..len]).into_owned(),
             })
         }
         EventKind::SetEnv => {
@@ -706,6 +710,59 @@ pub(crate) mod tests {
             decode(&full[..20]),
             Err(DecodeError::Short { .. })
         ));
+    }
+
+    #[test]
+    fn decodes_connect_results_closes_and_mapped_library_names() {
+        let r = ConnectResultEvent {
+            header: EventHeader::new(EventKind::ConnectResult, 12, 0, 9, 34),
+            sock: 0xffff_8880_0000_0001,
+            fd: 4,
+            result: -111,
+        };
+        assert_eq!(
+            decode(&as_bytes(&r)).unwrap(),
+            RawEvent::ConnectResult(ConnectResult {
+                tgid: 12,
+                start: 34,
+                ktime_ns: 9,
+                sock: 0xffff_8880_0000_0001,
+                fd: 4,
+                result: -111,
+            })
+        );
+        let c = SocketCloseEvent {
+            header: EventHeader::new(EventKind::SocketClose, 12, 0, 9, 34),
+            sock: 5,
+            fd: 4,
+            undecided: 1,
+        };
+        let RawEvent::SocketClose(c) = decode(&as_bytes(&c)).unwrap() else {
+            panic!()
+        };
+        assert!(c.undecided && c.sock == 5 && c.start == 34);
+        let mut m = MmapExecEvent {
+            header: EventHeader::new(EventKind::MmapExec, 12, 12, 9, 34),
+            fd: 3,
+            name_len: 11,
+            name: [0; monitor_common::MMAP_NAME_LEN],
+        };
+        m.name[..11].copy_from_slice(b"libpq.so.5\xff");
+        let RawEvent::MmapExec(x) = decode(&as_bytes(&m)).unwrap() else {
+            panic!()
+        };
+        assert!(x.name.starts_with("libpq.so.5"));
+        m.name_len = 999; // clamped
+        assert!(decode(&as_bytes(&m)).is_ok());
+        let e = ExitEvent {
+            header: EventHeader::new(EventKind::Exit, 12, 13, 9, 34),
+            thread: 1,
+            _pad: 0,
+        };
+        let RawEvent::Exit(x) = decode(&as_bytes(&e)).unwrap() else {
+            panic!()
+        };
+        assert!(x.thread_only && x.tid == 13);
     }
 
     #[test]

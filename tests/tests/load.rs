@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use egress_monitor_tests::{clients_dir, pki::Pki, serial, Monitor, Upstream};
+use egress_monitor_tests::{clients_dir, pki::Pki, serial, Monitor, Upstream, Waiting};
 use serde_json::Value;
 
 const HTTP: u16 = 8080;
@@ -106,14 +106,16 @@ fn a_flood_is_delivered_or_counted_exactly() {
     let _s = serial();
     let up = Upstream::create().unwrap();
     const COUNT: u64 = 1_000_000;
+    // Selected by pid, so the kernel reports nothing else (no exec events of other processes
+    // that could be dropped and counted too).
+    let flood =
+        Waiting::spawn(Command::new(flood_bin()).args([up.v4, "9", &COUNT.to_string(), "wait"]));
+    let pid = flood.pid().to_string();
     // The generator's connect events are counted, everything else kept.
-    let monitor = Monitor::start_with(&["--comm", "connect-flood"], &[], |l| {
-        !(l.contains("\"event\":\"connect\"") && l.contains("\"comm\":\"connect-flood\""))
+    let monitor = Monitor::start_with(&["--pid", &pid], &[], |l| {
+        !l.contains("\"event\":\"connect\"")
     });
-    let out = Command::new(flood_bin())
-        .args([up.v4, "9", &COUNT.to_string()])
-        .output()
-        .expect("running connect-flood");
+    let out = flood.release();
     assert!(out.status.success(), "{out:?}");
     std::thread::sleep(Duration::from_secs(2));
     let run = monitor.stop();

@@ -1,12 +1,14 @@
-//! `mmap(2)` with `PROT_EXEC` by targeted processes: a library loaded at run time (Python
-//! imports `_ssl`, and with it libssl, only when a script first uses TLS). Userspace rescans the
-//! process's mappings and attaches the TLS probes to new libraries.
+//! `mmap(2)` with `PROT_EXEC` by targeted processes: a library loaded by the dynamic loader, or
+//! at run time (Python imports `_ssl`, and with it libssl, only when a script first uses TLS).
+//! The file's name is read here, while the mapping is made: userspace learns which client
+//! library a process uses (libcurl and libpq check host names themselves) even when the process
+//! is gone by the time it looks, and attaches the TLS probes to new libraries.
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
-use monitor_common::{EventKind, MmapExecEvent};
+use monitor_common::{EventKind, MmapExecEvent, MMAP_NAME_LEN};
 
-use crate::maps::{header, is_targeted, reserve, thread, thread_or_insert};
+use crate::maps::{fd_name, header, is_targeted, reserve, thread, thread_or_insert};
 
 const PROT_EXEC: u64 = 4;
 // syscalls:sys_enter_mmap: addr, len, prot, flags, fd, off at 16, 24, 32, 40, 48, 56.
@@ -58,13 +60,17 @@ pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
     if (-4095..0).contains(&ret) {
         return 0;
     }
-    if let Some(mut entry) = reserve::<MmapExecEvent>() {
-        entry.write(MmapExecEvent {
-            header: header(EventKind::MmapExec, pid_tgid),
-            fd: fd as i32,
-            _pad: 0,
-        });
-        entry.submit(0);
+    let Some(mut entry) = reserve::<MmapExecEvent>() else {
+        return 0;
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: exclusive reserved slot; every field is written before submit.
+    unsafe {
+        (*event).header = header(EventKind::MmapExec, pid_tgid);
+        (*event).fd = fd as i32;
+        (*event).name = [0; MMAP_NAME_LEN];
+        (*event).name_len = fd_name(fd as i32, &mut (*event).name).unwrap_or(0) as u32;
     }
+    entry.submit(0);
     0
 }

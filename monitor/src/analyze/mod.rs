@@ -240,6 +240,13 @@ impl Analyzer {
         out.tls = pending;
     }
 
+    /// Whether whichever process holds `pid` checks host names in its own code.
+    pub fn app_checks_names(&self, pid: u32) -> bool {
+        self.processes
+            .by_pid(pid)
+            .is_some_and(|p| p.tls.app_checks_names)
+    }
+
     pub fn set_app_checks_names(&mut self, key: ProcessKey, yes: bool) {
         if let Some(state) = self.processes.get_mut(key) {
             state.tls.app_checks_names = yes;

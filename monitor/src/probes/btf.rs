@@ -213,8 +213,18 @@ pub fn kernel_offsets(data: &[u8]) -> anyhow::Result<monitor_common::KernelOffse
             .or_else(|_| btf.member_offset("task_struct", "real_start_time"))?;
         Ok(())
     })();
+    let names = (|| -> anyhow::Result<()> {
+        offsets.file_dentry =
+            btf.member_offset("file", "f_path")? + btf.member_offset("path", "dentry")?;
+        offsets.dentry_name =
+            btf.member_offset("dentry", "d_name")? + btf.member_offset("qstr", "name")?;
+        Ok(())
+    })();
     if let (Err(a), Err(b)) = (&socket, &start) {
         bail!("{a:#}; {b:#}");
+    }
+    if names.is_ok() {
+        offsets.valid |= offsets_valid::FILE_NAME;
     }
     if socket.is_ok() {
         offsets.valid |= offsets_valid::SOCKET;
@@ -304,8 +314,11 @@ mod tests {
         let offsets = kernel_offsets(&data).unwrap();
         assert_eq!(
             offsets.valid,
-            monitor_common::offsets_valid::SOCKET | monitor_common::offsets_valid::START_TIME
+            monitor_common::offsets_valid::SOCKET
+                | monitor_common::offsets_valid::START_TIME
+                | monitor_common::offsets_valid::FILE_NAME
         );
+        assert!(offsets.file_dentry > 0 && offsets.dentry_name > 0);
         // `max_fds` is the first member of `struct fdtable`, `state` precedes `type` in `socket`.
         assert_eq!(offsets.fdtable_max_fds, 0);
         assert!(offsets.socket_type >= 4 && offsets.socket_sk > offsets.socket_type);

@@ -359,12 +359,17 @@ const NAME_CHECKING_LIBRARIES: [&str; 4] = [
 /// Whether a process with these mappings (`/proc/PID/maps`) uses a client library that checks
 /// host names in its own code.
 pub fn checks_names_itself(maps: &str) -> bool {
-    exec_mappings(maps).iter().any(|m| {
-        let name = m.path.rsplit('/').next().unwrap_or_default();
-        NAME_CHECKING_LIBRARIES
-            .iter()
-            .any(|lib| name.starts_with(lib))
-    })
+    exec_mappings(maps)
+        .iter()
+        .any(|m| library_checks_names(&m.path))
+}
+
+/// Whether a library (path or file name) checks host names in its own code.
+pub fn library_checks_names(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or_default();
+    NAME_CHECKING_LIBRARIES
+        .iter()
+        .any(|lib| name.starts_with(lib))
 }
 
 /// What looking at a process's libraries found.

@@ -17,6 +17,43 @@ type Sockets = BpfHashMap<MapData, u64, SockState>;
 /// The kernel programs' per-thread state: only counted here, never read.
 type Threads = BpfHashMap<MapData, u64, [u8; monitor_common::THREAD_STATE_SIZE]>;
 
+/// What settling needs of a kernel hash map (a BPF map here, a model of one in tests).
+pub trait KernelTable<K, V> {
+    fn get(&self, key: &K) -> Option<V>;
+    /// `bpf_map_update_elem` with `flags`; `false` when the kernel refused.
+    fn update(&mut self, key: K, value: V, flags: u64) -> bool;
+}
+
+impl<K: aya::Pod, V: aya::Pod> KernelTable<K, V> for BpfHashMap<MapData, K, V> {
+    fn get(&self, key: &K) -> Option<V> {
+        BpfHashMap::get(self, key, 0).ok()
+    }
+
+    fn update(&mut self, key: K, value: V, flags: u64) -> bool {
+        self.insert(key, value, flags).is_ok()
+    }
+}
+
+/// Mark a tracked socket done. Between the read and the write the kernel may close the socket
+/// and drop its entry: the write only updates an existing entry, so it cannot bring it back.
+fn settle_socket(sockets: &mut impl KernelTable<u64, SockState>, sock: u64) {
+    if let Some(mut state) = sockets.get(&sock) {
+        state.flags |= sock_flags::DONE;
+        sockets.update(sock, state, BPF_EXIST);
+    }
+}
+
+/// Mark a session's verdict. A session freed meanwhile stays freed (its address may be
+/// reused by a new session, which must start unsettled).
+fn settle_tls(states: &mut impl KernelTable<SslKey, SslState>, tgid: u32, ssl: u64) {
+    let key = SslKey { tgid, _pad: 0, ssl };
+    let state = SslState {
+        flags: ssl_flags::VERDICT | ssl_flags::HANDSHAKE_DONE,
+        certs: 0,
+    };
+    states.update(key, state, BPF_EXIST);
+}
+
 pub struct KernelMaps {
     sockets: Option<Sockets>,
     ssl: Option<SslStates>,
@@ -40,25 +77,15 @@ impl KernelMaps {
 
     /// Stop copying a socket's writes (if the kernel still tracks it).
     pub fn settle_socket(&mut self, sock: u64) {
-        let Some(sockets) = self.sockets.as_mut() else {
-            return;
-        };
-        if let Ok(mut state) = sockets.get(&sock, 0) {
-            state.flags |= sock_flags::DONE;
-            // Gone meanwhile: nothing to settle (and nothing is created).
-            let _ = sockets.insert(sock, state, BPF_EXIST);
+        if let Some(sockets) = self.sockets.as_mut() {
+            settle_socket(sockets, sock);
         }
     }
 
     /// Stop reporting a TLS session's reads and writes (if the kernel still tracks it).
     pub fn settle_tls(&mut self, tgid: u32, ssl: u64) {
         if let Some(states) = self.ssl.as_mut() {
-            let key = SslKey { tgid, _pad: 0, ssl };
-            let state = SslState {
-                flags: ssl_flags::VERDICT | ssl_flags::HANDSHAKE_DONE,
-                certs: 0,
-            };
-            let _ = states.insert(key, state, BPF_EXIST);
+            settle_tls(states, tgid, ssl);
         }
     }
 
@@ -127,5 +154,91 @@ impl KernelMaps {
             );
         }
         sizes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{cell::Cell, collections::HashMap};
+
+    use super::*;
+
+    /// A hash map with the kernel's update semantics, whose entry can vanish between a read
+    /// and the next write (the socket closed, the session freed, on another CPU).
+    struct Racy<K, V> {
+        entries: HashMap<K, V>,
+        vanish_after_get: Cell<bool>,
+        pending_removal: Cell<Option<K>>,
+    }
+
+    impl<K: std::hash::Hash + Eq + Copy, V: Copy> KernelTable<K, V> for Racy<K, V> {
+        fn get(&self, key: &K) -> Option<V> {
+            let v = self.entries.get(key).copied();
+            if self.vanish_after_get.get() {
+                self.pending_removal.set(Some(*key));
+            }
+            v
+        }
+
+        fn update(&mut self, key: K, value: V, flags: u64) -> bool {
+            if let Some(k) = self.pending_removal.take() {
+                self.entries.remove(&k);
+            }
+            let exists = self.entries.contains_key(&key);
+            match flags {
+                BPF_EXIST if !exists => false,
+                1 /* BPF_NOEXIST */ if exists => false,
+                _ => {
+                    self.entries.insert(key, value);
+                    true
+                }
+            }
+        }
+    }
+
+    fn racy<K, V>(entries: HashMap<K, V>, vanish: bool) -> Racy<K, V> {
+        Racy {
+            entries,
+            vanish_after_get: Cell::new(vanish),
+            pending_removal: Cell::new(None),
+        }
+    }
+
+    #[test]
+    fn a_close_racing_a_verdict_does_not_bring_the_socket_back() {
+        let sk = 0xffff_8880_0000_1000;
+        let state = SockState {
+            tgid: 7,
+            fd: 5,
+            ..SockState::default()
+        };
+        let mut map = racy(HashMap::from([(sk, state)]), false);
+        settle_socket(&mut map, sk);
+        assert_eq!(map.entries[&sk].flags & sock_flags::DONE, sock_flags::DONE);
+        // The socket is closed between the read and the write.
+        let mut map = racy(HashMap::from([(sk, state)]), true);
+        settle_socket(&mut map, sk);
+        assert!(map.entries.is_empty(), "a closed socket stays gone");
+    }
+
+    #[test]
+    fn a_freed_session_is_not_resurrected_by_its_verdict() {
+        let mut map: Racy<SslKey, SslState> = racy(HashMap::new(), false);
+        settle_tls(&mut map, 7, 0x5555_0000);
+        assert!(
+            map.entries.is_empty(),
+            "SSL_free came first: nothing is created"
+        );
+        let key = SslKey {
+            tgid: 7,
+            _pad: 0,
+            ssl: 0x5555_0000,
+        };
+        map.entries.insert(key, SslState::default());
+        settle_tls(&mut map, 7, 0x5555_0000);
+        assert_eq!(
+            map.entries[&key].flags & ssl_flags::VERDICT,
+            ssl_flags::VERDICT
+        );
     }
 }

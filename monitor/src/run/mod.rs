@@ -35,7 +35,7 @@ use crate::{
     output::{Clock, Event, EventDetail, Format, Record, Sink, Status, StatusKind, Totals},
     probes::{
         self, caps, tracefs,
-        uprobes::{LibraryTable, TlsProbes},
+        uprobes::{self, LibraryTable, TlsProbes},
         LoadOptions,
     },
     process::{
@@ -270,10 +270,17 @@ impl Session {
                 }
             }
             RawEvent::MmapExec(m) => {
-                // A library loaded at run time: its mappings are read (does it check host
-                // names itself now?) before its next records, and its TLS libraries probed.
-                self.wait(m.tgid, None);
-                self.load(m.tgid, m.start, LoadReason::Mmap);
+                // A library mapped (by the dynamic loader, or dlopen): the kernel read its name
+                // while the mapping was made, so this holds even if the process is gone now.
+                let key = ProcessKey::new(m.tgid, m.start);
+                if uprobes::library_checks_names(&m.name) {
+                    self.analyzer.set_app_checks_names(key, true);
+                }
+                // Probe the TLS libraries it maps now.
+                let _ = self.probes_tx.send(attach::Request::Discover {
+                    pid: m.tgid,
+                    start: m.start,
+                });
             }
             RawEvent::Exec(_) => unreachable!("exec records go through dispatch"),
         }
@@ -351,14 +358,7 @@ impl Session {
                 }
                 self.install(key, &loaded);
             }
-            LoadReason::Mmap => {
-                if self.analyzer.knows(key) {
-                    self.set_name_checks(key, &loaded);
-                    let _ = self
-                        .probes_tx
-                        .send(attach::Request::Discover { pid, start });
-                }
-            }
+            LoadReason::Scanned => {}
         }
         self.drain()?;
         self.replay(waiting)
@@ -394,13 +394,19 @@ impl Session {
     }
 
     fn set_name_checks(&mut self, key: ProcessKey, loaded: &Loaded) {
-        let curl = self
-            .analyzer
-            .info(key.pid)
-            .and_then(|i| i.exe.clone())
+        let info = self.analyzer.info(key.pid);
+        let curl = info
+            .as_ref()
+            .and_then(|i| i.exe.as_deref())
             .is_some_and(|e| e.ends_with("/curl"));
-        self.analyzer
-            .set_app_checks_names(key, loaded.app_checks_names || curl);
+        // A forked child runs its parent's image (and libraries) until it execs.
+        let parent = matches!(loaded.reason, LoadReason::FirstSight { .. })
+            && info
+                .and_then(|i| i.ppid)
+                .is_some_and(|ppid| self.analyzer.app_checks_names(ppid));
+        if loaded.app_checks_names || curl || parent {
+            self.analyzer.set_app_checks_names(key, true);
+        }
     }
 
     /// A process is watched now: what its mappings and environment say, and its TLS libraries.
@@ -494,6 +500,7 @@ impl Session {
         tables.insert("waiting_processes".into(), self.waiting.len() as u64);
         tables.insert("waiting_records".into(), self.waiting_events as u64);
         tables.insert("scrubbed_secrets".into(), self.sink.secrets_known() as u64);
+        tables.insert("open_descriptors".into(), open_descriptors());
         tables.extend(self.kernel.sizes(self.targeting.map_mut()));
         Totals {
             targets: self.targeting.target_count(),
@@ -513,6 +520,11 @@ fn release_startup_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// Descriptors the agent holds (maps, programs, probe links, files).
+fn open_descriptors() -> u64 {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64)
 }
 
 /// The agent's resident set size, from `/proc/self/statm`.
@@ -793,8 +805,7 @@ async fn start(args: RunArgs) -> anyhow::Result<Started> {
         for status in found.statuses {
             sink.emit(&Record::Status(status))?;
         }
-        let mut loaded = procfs::load(&procfs, &redactor, key.pid, key.start, LoadReason::Mmap);
-        loaded.env = procfs::bypass_env(&procfs, key.pid);
+        let loaded = procfs::load(&procfs, &redactor, key.pid, key.start, LoadReason::Scanned);
         initial.push((key, loaded));
     }
 

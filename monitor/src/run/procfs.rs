@@ -32,8 +32,8 @@ pub enum LoadReason {
         comm: Comm,
         filename: String,
     },
-    /// It mapped an executable file (a library loaded at run time): only its mappings.
-    Mmap,
+    /// Read at the start-up scan already: only its mappings and environment.
+    Scanned,
 }
 
 pub enum Request {
@@ -53,7 +53,7 @@ pub struct Loaded {
     pub pid: u32,
     pub start: u64,
     pub reason: LoadReason,
-    /// `None` when the process is gone (or nothing was to be read, for `Mmap`).
+    /// `None` when the process is gone (or was read already, for `Scanned`).
     pub read: Option<ReadProcess>,
     /// It maps a client library that checks host names itself (libcurl, libpq, ...).
     pub app_checks_names: bool,
@@ -105,15 +105,11 @@ pub fn load(
     reason: LoadReason,
 ) -> Loaded {
     let read = match reason {
-        LoadReason::Mmap => None,
+        LoadReason::Scanned => None,
         _ => procfs.load(pid, redactor),
     };
     let app_checks_names = uprobes::checks_names_itself(&procfs.maps(pid));
-    let env = if matches!(reason, LoadReason::Mmap) {
-        Vec::new()
-    } else {
-        bypass_env(procfs, pid)
-    };
+    let env = bypass_env(procfs, pid);
     Loaded {
         pid,
         start,
@@ -125,7 +121,7 @@ pub fn load(
 }
 
 /// Values of [`BYPASS_VARIABLES`] set in a process's environment.
-pub fn bypass_env(procfs: &ProcFs, pid: u32) -> Vec<(String, String)> {
+fn bypass_env(procfs: &ProcFs, pid: u32) -> Vec<(String, String)> {
     BYPASS_VARIABLES
         .iter()
         .filter_map(|name| procfs.env_var(pid, name).map(|v| (name.to_string(), v)))
