@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Watch processes and stream events, findings and status lines.
-    Run(RunCli),
+    Run(Box<RunCli>),
     /// Check what this kernel and machine support, and what will and won't work.
     Doctor {
         #[arg(long, value_enum, default_value = "text")]
@@ -75,6 +75,9 @@ struct RunCli {
     /// Kernel-side diagnostics through aya-log (off by default; costs nothing when off).
     #[arg(long, value_name = "LEVEL", value_parser = ["error", "warn", "info", "debug", "trace"])]
     ebpf_log: Option<String>,
+    /// Kernel map sizes, e.g. `sockets=16,threads=4` (targets, sockets, threads, tls, ringbuf).
+    #[arg(long, value_name = "NAME=ENTRIES,...", hide = true)]
+    map_sizes: Option<String>,
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -148,6 +151,7 @@ fn main() -> std::process::ExitCode {
                 include_loopback: args.include_loopback,
                 duration: args.duration,
                 ebpf_log_level: level,
+                map_sizes: args.map_sizes,
             })
             .map(|()| true)
         }

@@ -159,3 +159,68 @@ fn sigterm_ends_a_run_within_a_second_during_a_flood() {
         "{shutdown}"
     );
 }
+
+/// Opens 64 TCP connections and keeps them all open, then closes them.
+const PY_MANY_SOCKETS: &str = r#"
+import socket, sys
+socks = [socket.create_connection((sys.argv[1], int(sys.argv[2]))) for _ in range(64)]
+print("open", len(socks), flush=True)
+for s in socks:
+    s.close()
+"#;
+
+/// Eight threads connect at the same time and stay alive until all have.
+const PY_MANY_THREADS: &str = r#"
+import socket, sys, threading
+barrier = threading.Barrier(8)
+def work():
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+    barrier.wait()
+    s.close()
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+print("done")
+"#;
+
+#[test]
+fn full_kernel_maps_count_what_they_refuse() {
+    let _s = serial();
+    let up = Upstream::create().unwrap();
+    up.tcp_server(HTTP);
+    // Maps far too small for the load: nothing may be evicted silently, every refusal counts.
+    let monitor = Monitor::start(&["--comm", "python3", "--map-sizes", "sockets=16,threads=4"]);
+    let sockets = egress_monitor_tests::run_client(
+        egress_monitor_tests::python(PY_MANY_SOCKETS).args([up.v4, &HTTP.to_string()]),
+    );
+    assert_eq!(sockets.stdout().trim(), "open 64", "{:?}", sockets.output);
+    std::thread::sleep(Duration::from_secs(1));
+    let after_sockets = monitor.stats();
+    let threads = egress_monitor_tests::run_client(
+        egress_monitor_tests::python(PY_MANY_THREADS).args([up.v4, &HTTP.to_string()]),
+    );
+    assert_eq!(threads.stdout().trim(), "done", "{:?}", threads.output);
+    let run = monitor.stop();
+    let shutdown = run.status("shutdown")[0];
+    // 64 sockets open at once in a map of 16: 48 refused, each counted.
+    assert_eq!(
+        after_sockets["totals"]["drops"]["sockets_full"], 48,
+        "{after_sockets}"
+    );
+    assert_eq!(
+        run.connects_from(sockets.pid).len(),
+        64,
+        "an untracked socket's connect is still reported"
+    );
+    // Eight live threads (and the main thread, which maps libraries) in a map of 4: every
+    // connect is reported or its refusal counted.
+    let reported = run.connects_from(threads.pid).len() as u64;
+    let refused = shutdown["totals"]["drops"]["thread_state_full"]
+        .as_u64()
+        .unwrap()
+        - after_sockets["totals"]["drops"]["thread_state_full"]
+            .as_u64()
+            .unwrap();
+    assert!(refused >= 4, "{shutdown}");
+    assert_eq!(reported + refused, 8, "{}", run.dump());
+}

@@ -26,7 +26,12 @@ pub struct LoadOptions {
     /// Size of the event ring buffer. Its data pages are mapped twice into the agent (the
     /// ring's wrap-around trick), so they count twice in its resident memory.
     pub ringbuf_bytes: u32,
+    /// Entries of the kernel maps: the target set, tracked sockets, per-thread state, TLS
+    /// sessions. A full map refuses and counts the drop.
     pub max_targets: u32,
+    pub max_sockets: u32,
+    pub max_threads: u32,
+    pub max_tls_sessions: u32,
 }
 
 impl Default for LoadOptions {
@@ -39,6 +44,9 @@ impl Default for LoadOptions {
             // second, far more than the loop ever lags.
             ringbuf_bytes: 8 << 20,
             max_targets: 65_536,
+            max_sockets: 65_536,
+            max_threads: 16_384,
+            max_tls_sessions: 65_536,
         }
     }
 }
@@ -231,6 +239,9 @@ pub fn load(opts: &LoadOptions, tracefs: &Path) -> anyhow::Result<Loaded> {
         .override_global(aya_log::LEVEL, &log_level, false)
         .map_max_entries("EVENTS", opts.ringbuf_bytes)
         .map_max_entries("TARGETS", opts.max_targets)
+        .map_max_entries("SOCKETS", opts.max_sockets)
+        .map_max_entries("THREADS", opts.max_threads)
+        .map_max_entries("SSL_STATE", opts.max_tls_sessions)
         .load(EBPF_OBJECT)
         .context("loading the eBPF object into the kernel")?;
 
@@ -288,4 +299,47 @@ pub fn load(opts: &LoadOptions, tracefs: &Path) -> anyhow::Result<Loaded> {
         logger,
         statuses,
     })
+}
+
+impl LoadOptions {
+    /// Apply `name=entries,...` (`targets`, `sockets`, `threads`, `tls`, `ringbuf` in bytes):
+    /// a hidden option for tests that need full maps, and for operators who must size them.
+    pub fn set_map_sizes(&mut self, spec: &str) -> anyhow::Result<()> {
+        for item in spec.split(',').filter(|s| !s.is_empty()) {
+            let (name, value) = item
+                .split_once('=')
+                .with_context(|| format!("map size {item:?}: expected NAME=ENTRIES"))?;
+            let value: u32 = value
+                .parse()
+                .ok()
+                .filter(|v| *v > 0)
+                .with_context(|| format!("map size {item:?}: not a positive number"))?;
+            match name {
+                "targets" => self.max_targets = value,
+                "sockets" => self.max_sockets = value,
+                "threads" => self.max_threads = value,
+                "tls" => self.max_tls_sessions = value,
+                "ringbuf" => self.ringbuf_bytes = value,
+                other => {
+                    anyhow::bail!("unknown map {other:?} (targets, sockets, threads, tls, ringbuf)")
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_sizes_are_parsed_strictly() {
+        let mut o = LoadOptions::default();
+        o.set_map_sizes("sockets=16,threads=4").unwrap();
+        assert_eq!((o.max_sockets, o.max_threads), (16, 4));
+        assert!(o.set_map_sizes("sockets=0").is_err());
+        assert!(o.set_map_sizes("bogus=3").is_err());
+        assert!(o.set_map_sizes("sockets").is_err());
+    }
 }

@@ -56,6 +56,8 @@ pub struct RunArgs {
     pub include_loopback: bool,
     pub duration: Option<Duration>,
     pub ebpf_log_level: u8,
+    /// Kernel map sizes (`LoadOptions::set_map_sizes`), when not the defaults.
+    pub map_sizes: Option<String>,
 }
 
 /// Ring-buffer records handled per wake-up at most, so signals and timers are served between
@@ -681,12 +683,15 @@ async fn start(args: RunArgs) -> anyhow::Result<Started> {
         .iter()
         .any(|c| c.name == "uprobes" && c.available);
 
-    let opts = LoadOptions {
+    let mut opts = LoadOptions {
         filter_all: matches!(args.selector, Selector::All),
         report_all_execs: args.selector.needs_all_execs(),
         ebpf_log_level: args.ebpf_log_level,
         ..LoadOptions::default()
     };
+    if let Some(spec) = &args.map_sizes {
+        opts.set_map_sizes(spec).context("--map-sizes")?;
+    }
     let mut loaded = probes::load(&opts, &tracefs)?;
     let mut statuses: Vec<Status> = loaded.statuses.drain(..).collect();
     let mut ebpf = loaded.ebpf;
