@@ -36,6 +36,8 @@ pub enum EventKind {
     /// The outcome of a non-blocking connect, known after the syscall returned
     /// ([`ConnectResultEvent`]).
     ConnectResult = 10,
+    /// A TLS record a target's connection sent ([`TlsRecordEvent`]).
+    TlsRecord = 11,
 }
 
 impl EventKind {
@@ -51,6 +53,7 @@ impl EventKind {
             8 => Self::Payload,
             9 => Self::SocketClose,
             10 => Self::ConnectResult,
+            11 => Self::TlsRecord,
             _ => return None,
         })
     }
@@ -142,6 +145,27 @@ pub struct ConnectResultEvent {
     pub result: i32,
 }
 
+/// The header of a TLS record leaving a target's connection, seen in the packets: which
+/// records a client sends (handshake, change-cipher-spec, alert, application data) tells whether
+/// it used a session, without a probe on `SSL_read`/`SSL_write`. Written outside the process:
+/// `header.tid` is 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TlsRecordEvent {
+    pub header: EventHeader,
+    pub sock: u64,
+    /// Record content type (20 change_cipher_spec, 21 alert, 22 handshake, 23 application data).
+    pub content_type: u8,
+    /// The record's first content byte (for plaintext handshake records: the message type).
+    pub first: u8,
+    pub _pad: u16,
+    /// Record length (without its 5-byte header).
+    pub len: u32,
+}
+
+/// Records walked per connection at most (a handshake and the first data take a handful).
+pub const MAX_TLS_RECORDS: u32 = 32;
+
 pub const EXEC_FILENAME_LEN: usize = 256;
 
 /// A successful `execve`. Sent for every process when userspace discovers targets by
@@ -184,7 +208,7 @@ pub enum TlsCall {
     SetVerify = 4,
     /// `SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, 0, name)` [ssl, -, -, name].
     SetSni = 5,
-    /// `SSL_set_fd(ssl, fd)` [ssl, -, fd].
+    /// `SSL_set_fd(ssl, fd)` [ssl, the socket (`struct sock`) behind `fd` or 0, fd].
     SetFd = 6,
     /// `SSL_set1_host(ssl, name)` [ssl, -, -, name].
     SetHost = 7,
@@ -206,10 +230,6 @@ pub enum TlsCall {
     VerifyCert = 16,
     /// `X509_STORE_CTX_get_error(ctx)` returned, during `ssl`'s handshake [ssl, -, error].
     StoreCtxError = 17,
-    /// `SSL_read` / `SSL_read_ex` returned data [ssl, -, bytes].
-    ReadData = 18,
-    /// First `SSL_read`/`SSL_write` on a session the monitor never saw created [ssl].
-    UnknownSession = 19,
     /// `SSL_CTX_free(ctx)` [ctx].
     CtxFree = 20,
 }
@@ -217,7 +237,7 @@ pub enum TlsCall {
 impl TlsCall {
     pub fn from_u32(value: u32) -> Option<Self> {
         use TlsCall::*;
-        const ALL: [TlsCall; 19] = [
+        const ALL: [TlsCall; 17] = [
             SslNew,
             SslFree,
             CtxSetVerify,
@@ -234,8 +254,6 @@ impl TlsCall {
             VerifyResult,
             VerifyCert,
             StoreCtxError,
-            ReadData,
-            UnknownSession,
             CtxFree,
         ];
         ALL.into_iter().find(|c| *c as u32 == value)
@@ -265,15 +283,60 @@ pub struct TlsEvent {
 /// Largest certificate captured whole; longer ones are cut (and flagged by `der_len`).
 pub const CERT_MAX: usize = 8192;
 
+/// Largest certificate signature captured (an RSA-4096 signature; ECDSA ones are far shorter).
+pub const CERT_SIG_MAX: usize = 512;
+
+const _: () = assert!(CERT_MAX.is_power_of_two() && CERT_SIG_MAX.is_power_of_two());
+
+/// What a [`CertEvent`] carries.
+pub mod cert_form {
+    /// `der` is the certificate's DER encoding (as passed to `d2i_X509`).
+    pub const DER: u8 = 0;
+    /// `der` is the DER of the `tbsCertificate` only, `sig` the signature's bits: read from an
+    /// OpenSSL `X509` object (see [`super::x509`]); userspace rebuilds the certificate.
+    pub const TBS: u8 = 1;
+}
+
+/// Where OpenSSL keeps what a certificate is rebuilt from, in its `X509` object (`struct
+/// x509_st`) and in a `STACK_OF(X509)` (`struct stack_st`). Unchanged from OpenSSL 1.1.0 to
+/// 3.x: `x509_st` starts with `X509_CINF cert_info`, whose last member is the `ASN1_ENCODING
+/// enc` cache of the encoded `tbsCertificate` (`unsigned char *enc; long len; ...`) at 112,
+/// followed by `X509_ALGOR sig_alg` (16 bytes) and `ASN1_BIT_STRING signature` (`int length;
+/// int type; unsigned char *data; long flags`). Nothing read here is trusted: userspace keeps
+/// a certificate only when the rebuilt DER parses as one.
+pub mod x509 {
+    pub const TBS_ENC: u64 = 112;
+    pub const TBS_ENC_LEN: u64 = 120;
+    pub const SIG_LENGTH: u64 = 152;
+    pub const SIG_DATA: u64 = 160;
+    pub const SIG_FLAGS: u64 = 168;
+    /// `ASN1_STRING_FLAG_BITS_LEFT`: the low 3 bits of `flags` are the unused bits.
+    pub const BITS_LEFT: i64 = 0x08;
+    /// `int num` and `const void **data` of `struct stack_st`.
+    pub const STACK_NUM: u64 = 0;
+    pub const STACK_DATA: u64 = 8;
+    /// Certificates of a chain read at most (leaf first).
+    pub const CHAIN_MAX: u32 = 4;
+}
+
 /// A certificate decoded during a handshake (the server's chain, in the order it was parsed).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct CertEvent {
     pub header: EventHeader,
     pub library: u32,
-    /// Length passed to `d2i_X509` (may exceed `CERT_MAX`: then only a prefix is here).
+    /// Length of the DER (may exceed `CERT_MAX`: then only a prefix is here); 0 when it could
+    /// not be read.
     pub der_len: u32,
     pub ssl: u64,
+    /// A [`cert_form`] value.
+    pub form: u8,
+    /// Unused bits in the signature's last byte (`cert_form::TBS`).
+    pub sig_unused: u8,
+    /// Signature length in bytes (`cert_form::TBS`).
+    pub sig_len: u16,
+    pub _pad: u32,
+    pub sig: [u8; CERT_SIG_MAX],
     pub der: [u8; CERT_MAX],
 }
 
@@ -327,7 +390,7 @@ pub mod ssl_flags {
 pub const MAX_CERTS_PER_SESSION: u32 = 10;
 
 /// Size of the kernel programs' per-thread state (map `THREADS`; userspace only counts it).
-pub const THREAD_STATE_SIZE: usize = 120;
+pub const THREAD_STATE_SIZE: usize = 112;
 
 /// Attach cookies are `library_index << COOKIE_HOOK_BITS | hook_index`.
 pub const COOKIE_HOOK_BITS: u32 = 8;
@@ -361,6 +424,9 @@ pub mod payload_source {
     pub const SENDTO: u32 = 2;
     pub const WRITEV: u32 = 3;
     pub const SENDMSG: u32 = 4;
+    /// A TCP segment leaving the host (`cgroup_skb/egress`); `len` is the segment's payload,
+    /// and the capture may skip its start (bytes already seen, retransmitted).
+    pub const PACKET: u32 = 5;
 }
 
 /// The start of a write on a tracked socket. Sent with only `captured` bytes of `data`
@@ -414,7 +480,13 @@ pub struct SockState {
     pub captured: u32,
     /// See [`ConnectEvent::outcome`].
     pub outcome: i32,
-    pub _pad: u32,
+    /// TCP sequence number after the last payload byte seen leaving (`SEQ_KNOWN`), so
+    /// retransmitted bytes are not captured twice.
+    pub next_seq: u32,
+    /// TLS: sequence number of the next record header.
+    pub next_record: u32,
+    /// TLS: records walked so far.
+    pub records: u32,
 }
 
 pub mod sock_flags {
@@ -428,7 +500,18 @@ pub mod sock_flags {
     pub const CLOSED: u32 = 8;
     /// Userspace was told that the process closed the socket.
     pub const CLOSE_REPORTED: u32 = 16;
+    /// The socket went to SYN_SENT: its connect got as far as sending a SYN.
+    pub const SYN_SENT: u32 = 32;
+    /// `SockState::next_seq` holds the sequence number after the last byte seen leaving.
+    pub const SEQ_KNOWN: u32 = 64;
+    /// A TLS connection: its bytes are not copied any more, its record headers are walked
+    /// (`SockState::next_record`) until userspace settles it or `MAX_TLS_RECORDS`.
+    pub const TLS: u32 = 128;
 }
+
+/// `ConnectResultEvent::result` of a connect that failed before its SYN was sent (no route,
+/// no local address): the kernel gives the error to the caller only.
+pub const CONNECT_FAILED_EARLY: i32 = i32::MIN;
 
 /// Value of the `TARGETS` map.
 #[repr(C)]
@@ -515,6 +598,12 @@ pub struct KernelOffsets {
     pub file_dentry: u32,
     /// `dentry.d_name.name`.
     pub dentry_name: u32,
+    /// `files_struct.next_fd` (the lowest descriptor that may be free: a new socket's
+    /// descriptor is usually the one just below it).
+    pub files_next_fd: u32,
+    /// `sock.sk_socket` and `socket.file`: from a socket to the file its descriptor holds.
+    pub sock_socket: u32,
+    pub socket_file: u32,
 }
 
 pub mod offsets_valid {

@@ -7,7 +7,9 @@
 //! exit, the socket's close, `SSL_free`, the process's exit swept by userspace).
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{
+        bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
+    },
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
     Global,
@@ -43,6 +45,9 @@ pub static KERNEL_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     task_start_boottime: 0,
     file_dentry: 0,
     dentry_name: 0,
+    files_next_fd: 0,
+    sock_socket: 0,
+    socket_file: 0,
 });
 
 #[unsafe(no_mangle)]
@@ -101,7 +106,7 @@ pub struct CurrentSsl {
 }
 
 /// Arguments an entry probe keeps for its return probe, one slot per hooked function.
-pub const STASH_SLOTS: usize = 5;
+pub const STASH_SLOTS: usize = 4;
 
 /// Everything the programs remember about one thread of a targeted process, in one entry that
 /// the thread's exit removes: nothing per thread outlives it, whatever the thread was doing.
@@ -344,6 +349,87 @@ pub fn fd_name(fd: i32, out: &mut [u8]) -> Option<usize> {
         aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(name, out)
             .ok()
             .map(|s| s.len())
+    }
+}
+
+/// Descriptors compared at once by [`sock_fd`].
+const FD_WINDOW: usize = 128;
+
+/// Scratch space for a window of a process's descriptor table.
+#[map]
+static FD_TABLE: PerCpuArray<[u64; FD_WINDOW]> = PerCpuArray::with_max_entries(1, 0);
+
+/// The descriptor of the current process that holds socket `sk`, or -1: the slot of the
+/// descriptor table that points to the socket's file (`sk->sk_socket->file`). One window of
+/// `FD_WINDOW` slots is read at once and compared, centred on `files->next_fd` (the lowest free
+/// descriptor: a new socket sits just below it, or above it when lower ones were closed since).
+#[inline(always)]
+pub fn sock_fd(sk: u64) -> i32 {
+    let offsets = KERNEL_OFFSETS.load();
+    if offsets.valid & offsets_valid::SOCKET == 0 || sk == 0 {
+        return -1;
+    }
+    // SAFETY: every dereference goes through bpf_probe_read_kernel, which faults safely.
+    unsafe {
+        // The hooks hand a typed socket pointer, which the verifier allows no arithmetic on:
+        // copied through the helper, it is a plain address.
+        let Ok(sk) = bpf_probe_read_kernel(&sk as *const u64) else {
+            return -1;
+        };
+        let Ok(socket) = read_ptr(sk as *const u8, offsets.sock_socket) else {
+            return -1;
+        };
+        let Ok(file) = read_ptr(socket, offsets.socket_file) else {
+            return -1;
+        };
+        let task = bpf_get_current_task() as *const u8;
+        let Ok(files) = read_ptr(task, offsets.task_files) else {
+            return -1;
+        };
+        let Ok(fdt) = read_ptr(files, offsets.files_fdt) else {
+            return -1;
+        };
+        let Ok(max_fds) =
+            bpf_probe_read_kernel(fdt.add(offsets.fdtable_max_fds as usize) as *const u32)
+        else {
+            return -1;
+        };
+        let Ok(fd_array) = read_ptr(fdt, offsets.fdtable_fd) else {
+            return -1;
+        };
+        let next: u32 =
+            bpf_probe_read_kernel(files.add(offsets.files_next_fd as usize) as *const u32)
+                .unwrap_or(0);
+        let Some(window) = FD_TABLE.get_ptr_mut(0) else {
+            return -1;
+        };
+        let first = next
+            .saturating_sub(FD_WINDOW as u32 / 2)
+            .min(max_fds.saturating_sub(FD_WINDOW as u32));
+        let slots = max_fds.saturating_sub(first).min(FD_WINDOW as u32) as usize;
+        if slots == 0 {
+            return -1;
+        }
+        // Bounded to [1, FD_WINDOW] for the verifier (a volatile read keeps the mask).
+        let slots = core::ptr::read_volatile(&slots);
+        let slots = ((slots - 1) & (FD_WINDOW - 1)) + 1;
+        if bpf_probe_read_kernel_buf(
+            fd_array.add(first as usize * 8),
+            core::slice::from_raw_parts_mut(window.cast::<u8>(), slots * 8),
+        )
+        .is_err()
+        {
+            return -1;
+        }
+        for i in 0..FD_WINDOW {
+            if i >= slots {
+                break;
+            }
+            if (*window)[i] == file as u64 {
+                return (first as usize + i) as i32;
+            }
+        }
+        -1
     }
 }
 

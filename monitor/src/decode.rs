@@ -3,10 +3,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use monitor_common::{
-    CertEvent, ConnectEvent, ConnectResultEvent, EventHeader, EventKind, ExecEvent, ExitEvent,
-    MmapExecEvent, PayloadEvent, SetEnvEvent, SocketCloseEvent, TlsCall, TlsEvent, AF_INET,
-    AF_INET6, CERT_MAX, COMM_LEN, OUTCOME_PENDING, PAYLOAD_HEADER_LEN, PAYLOAD_MAX, SOCK_DGRAM,
-    SOCK_STREAM, TLS_TEXT_LEN,
+    cert_form, CertEvent, ConnectEvent, ConnectResultEvent, EventHeader, EventKind, ExecEvent,
+    ExitEvent, MmapExecEvent, PayloadEvent, SetEnvEvent, SocketCloseEvent, TlsCall, TlsEvent,
+    TlsRecordEvent, AF_INET, AF_INET6, CERT_MAX, CERT_SIG_MAX, COMM_LEN, OUTCOME_PENDING,
+    PAYLOAD_HEADER_LEN, PAYLOAD_MAX, SOCK_DGRAM, SOCK_STREAM, TLS_TEXT_LEN,
 };
 use serde::{Deserialize, Serialize};
 
@@ -232,6 +232,20 @@ pub struct ConnectResult {
     pub result: i32,
 }
 
+/// The header of a TLS record a target's connection sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsRecord {
+    /// The process that connected the socket.
+    pub tgid: u32,
+    pub start: u64,
+    pub ktime_ns: u64,
+    pub sock: u64,
+    pub content_type: u8,
+    /// The record's first content byte.
+    pub first: u8,
+    pub len: u32,
+}
+
 /// One event from the kernel.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -246,6 +260,7 @@ pub enum RawEvent {
     Payload(Payload),
     SocketClose(SocketClose),
     ConnectResult(ConnectResult),
+    TlsRecord(TlsRecord),
 }
 
 impl RawEvent {
@@ -262,6 +277,7 @@ impl RawEvent {
             RawEvent::Payload(e) => (e.tgid, e.start),
             RawEvent::SocketClose(e) => (e.tgid, e.start),
             RawEvent::ConnectResult(e) => (e.tgid, e.start),
+            RawEvent::TlsRecord(e) => (e.tgid, e.start),
         }
     }
 
@@ -278,6 +294,7 @@ impl RawEvent {
             RawEvent::Payload(e) => e.ktime_ns,
             RawEvent::SocketClose(e) => e.ktime_ns,
             RawEvent::ConnectResult(e) => e.ktime_ns,
+            RawEvent::TlsRecord(e) => e.ktime_ns,
         }
     }
 }
@@ -414,6 +431,23 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
             let ssl = u64::from_ne_bytes(field(ssl_at, 8).try_into().expect("8 bytes"));
             let fixed = std::mem::offset_of!(CertEvent, der);
             let copied = (der_len as usize).min(CERT_MAX);
+            let mut der = bytes[fixed..fixed + copied].to_vec();
+            let mut truncated = der_len as usize > CERT_MAX;
+            if bytes[std::mem::offset_of!(CertEvent, form)] == cert_form::TBS {
+                let sig_at = std::mem::offset_of!(CertEvent, sig_len);
+                let sig_len = u16::from_ne_bytes(field(sig_at, 2).try_into().expect("2 bytes"));
+                let sig = field(
+                    std::mem::offset_of!(CertEvent, sig),
+                    (sig_len as usize).min(CERT_SIG_MAX),
+                );
+                let unused = bytes[std::mem::offset_of!(CertEvent, sig_unused)];
+                // A cut tbsCertificate cannot be rebuilt; what cannot be is no certificate.
+                der = (!truncated)
+                    .then(|| der_from_tbs(&der, sig, unused))
+                    .flatten()
+                    .unwrap_or_default();
+                truncated = false;
+            }
             RawEvent::Cert(Cert {
                 tgid: header.tgid,
                 start: header.start,
@@ -421,8 +455,8 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
                 ktime_ns: header.ktime_ns,
                 library,
                 ssl,
-                der: bytes[fixed..fixed + copied].to_vec(),
-                truncated: der_len as usize > CERT_MAX,
+                der,
+                truncated,
             })
         }
         EventKind::Payload => {
@@ -479,6 +513,18 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
                 result: e.result,
             })
         }
+        EventKind::TlsRecord => {
+            let e: TlsRecordEvent = read(bytes, header.kind)?;
+            RawEvent::TlsRecord(TlsRecord {
+                tgid: e.header.tgid,
+                start: e.header.start,
+                ktime_ns: e.header.ktime_ns,
+                sock: e.sock,
+                content_type: e.content_type,
+                first: e.first,
+                len: e.len,
+            })
+        }
         EventKind::MmapExec => {
             let e: MmapExecEvent = read(bytes, header.kind)?;
             let len = (e.name_len as usize).min(e.name.len());
@@ -505,6 +551,60 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
             })
         }
     })
+}
+
+/// DER tag, length and content.
+fn push_tlv(out: &mut Vec<u8>, tag: u8, content: &[u8]) {
+    out.push(tag);
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+    out.extend_from_slice(content);
+}
+
+/// The certificate `SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue }` from
+/// its `tbsCertificate` DER and signature bits. The outer algorithm is the copy of the one
+/// inside the `tbsCertificate` (RFC 5280 4.1.1.2 requires them to be the same). `None` unless
+/// the result parses as an X.509 certificate, so bytes read from a layout we misjudged never
+/// pass for one.
+pub fn der_from_tbs(tbs: &[u8], sig: &[u8], unused_bits: u8) -> Option<Vec<u8>> {
+    use x509_parser::{
+        asn1_rs::{Any, FromDer, Tag},
+        prelude::X509Certificate,
+    };
+    let (rest, outer) = Any::from_der(tbs).ok()?;
+    if !rest.is_empty() || outer.tag() != Tag::Sequence || sig.is_empty() || unused_bits > 7 {
+        return None;
+    }
+    // [0] version (optional), serialNumber, signature AlgorithmIdentifier.
+    let mut fields = outer.data;
+    let mut algorithm = None;
+    for _ in 0..3 {
+        let (rest, field) = Any::from_der(fields).ok()?;
+        let raw = &fields[..fields.len() - rest.len()];
+        fields = rest;
+        if field.tag() == Tag::Sequence {
+            algorithm = Some(raw);
+            break;
+        }
+    }
+    let mut bits = Vec::with_capacity(sig.len() + 1);
+    bits.push(unused_bits);
+    bits.extend_from_slice(sig);
+    let mut body = Vec::with_capacity(tbs.len() + sig.len() + 32);
+    body.extend_from_slice(tbs);
+    body.extend_from_slice(algorithm?);
+    push_tlv(&mut body, 0x03, &bits);
+    let mut der = Vec::with_capacity(body.len() + 4);
+    push_tlv(&mut der, 0x30, &body);
+    let (rest, _) = X509Certificate::from_der(&der).ok()?;
+    rest.is_empty().then_some(der)
 }
 
 #[cfg(test)]
@@ -626,6 +726,11 @@ pub(crate) mod tests {
             library: 2,
             der_len: 5,
             ssl: 0xdead_beef,
+            form: cert_form::DER,
+            sig_unused: 0,
+            sig_len: 0,
+            _pad: 0,
+            sig: [0; CERT_SIG_MAX],
             der: [0; CERT_MAX],
         });
         e.der[..5].copy_from_slice(b"\x30\x82\x01\x02\x03");
@@ -645,6 +750,62 @@ pub(crate) mod tests {
             decode(&as_bytes(&*e)[..100]),
             Err(DecodeError::Short { .. })
         ));
+    }
+
+    /// A certificate with an RSA signature (any other would do) and one with a long
+    /// `tbsCertificate` (over 127 bytes of length: long-form DER lengths).
+    fn certificates() -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for sans in [
+            vec!["api.test".to_string()],
+            (0..40).map(|i| format!("host{i}.api.test")).collect(),
+        ] {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let params = rcgen::CertificateParams::new(sans).unwrap();
+            out.push(params.self_signed(&key).unwrap().der().to_vec());
+        }
+        out
+    }
+
+    #[test]
+    fn certificates_are_rebuilt_from_their_tbs_and_signature() {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        for der in certificates() {
+            let (_, cert) = X509Certificate::from_der(&der).unwrap();
+            let tbs = cert.tbs_certificate.as_ref();
+            let sig = &cert.signature_value.data;
+            assert_eq!(der_from_tbs(tbs, sig, 0).as_deref(), Some(&der[..]));
+            // Through the kernel record.
+            let mut e = Box::new(CertEvent {
+                header: EventHeader::new(EventKind::Cert, 9, 10, 3, 0),
+                library: 1,
+                der_len: tbs.len() as u32,
+                ssl: 7,
+                form: cert_form::TBS,
+                sig_unused: 0,
+                sig_len: sig.len() as u16,
+                _pad: 0,
+                sig: [0; CERT_SIG_MAX],
+                der: [0; CERT_MAX],
+            });
+            e.der[..tbs.len()].copy_from_slice(tbs);
+            e.sig[..sig.len()].copy_from_slice(sig);
+            let RawEvent::Cert(c) = decode(&as_bytes(&*e)).unwrap() else {
+                panic!()
+            };
+            assert_eq!(c.der, der);
+            assert!(!c.truncated);
+            // A misread object gives no certificate, never a wrong one.
+            e.der_len -= 1;
+            let RawEvent::Cert(c) = decode(&as_bytes(&*e)).unwrap() else {
+                panic!()
+            };
+            assert!(c.der.is_empty());
+            assert_eq!(der_from_tbs(&tbs[..tbs.len() - 1], sig, 0), None);
+            assert_eq!(der_from_tbs(tbs, sig, 9), None);
+            assert_eq!(der_from_tbs(b"\x30\x03\x02\x01\x01", sig, 0), None);
+            assert_eq!(der_from_tbs(b"", sig, 0), None);
+        }
     }
 
     #[test]

@@ -78,6 +78,10 @@ struct RunCli {
     /// Kernel map sizes, e.g. `sockets=16,threads=4` (targets, sockets, threads, tls, ringbuf).
     #[arg(long, value_name = "NAME=ENTRIES,...", hide = true)]
     map_sizes: Option<String>,
+    /// Use the syscall tracepoints for connects and payloads even where the cgroup hooks work
+    /// (the fallback data path; every thread of the host pays the syscall slow path).
+    #[arg(long, hide = true)]
+    syscall_tracepoints: bool,
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -152,6 +156,7 @@ fn main() -> std::process::ExitCode {
                 duration: args.duration,
                 ebpf_log_level: level,
                 map_sizes: args.map_sizes,
+                syscall_tracepoints: args.syscall_tracepoints,
             })
             .map(|()| true)
         }

@@ -199,6 +199,36 @@ fn udp_connect_is_reported_as_udp() {
     assert_connect(connects[1], "ipv6", "udp", up.v6, 5353, "ok");
 }
 
+/// Datagrams with an explicit destination on unconnected sockets (`sendto`): each destination
+/// is reported when the socket turns to it, not for every datagram that follows.
+#[test]
+fn unconnected_udp_destinations_are_reported_as_they_change() {
+    let _s = serial();
+    let up = Upstream::create().unwrap();
+    let monitor = Monitor::start(&["--all"]);
+    let code = "import socket,sys\nfor h in sys.argv[1:]:\n    f = socket.AF_INET6 if ':' in h else socket.AF_INET\n    s = socket.socket(f, socket.SOCK_DGRAM)\n    for port in (5353, 5353, 5354, 5353):\n        s.sendto(b'x', (h, port))";
+    let c = run_client(python(code).args([up.v4, up.v6]));
+    assert!(c.output.status.success(), "{:?}", c.output);
+    let run = monitor.stop();
+    let connects = run.connects_from(c.pid);
+    let got: Vec<(String, u64)> = connects
+        .iter()
+        .map(|c| {
+            (
+                c["destination"]["ip"].as_str().unwrap().to_string(),
+                c["destination"]["port"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, u64)> = [up.v4, up.v6]
+        .iter()
+        .flat_map(|ip| [5353, 5354, 5353].map(|port| (ip.to_string(), port)))
+        .collect();
+    assert_eq!(got, want, "{}", run.dump());
+    assert_connect(connects[0], "ipv4", "udp", up.v4, 5353, "ok");
+    assert_connect(connects[3], "ipv6", "udp", up.v6, 5353, "ok");
+}
+
 const PY_WAIT_THEN_CONNECT: &str = r#"
 import socket, sys
 sys.stdin.readline()
@@ -460,23 +490,42 @@ fn loopback_is_ignored_unless_included() {
 #[test]
 fn status_lines_report_attachments_and_totals() {
     let _s = serial();
+    let attached = |run: &egress_monitor_tests::Run| -> Vec<String> {
+        run.status("attached")
+            .iter()
+            .filter_map(|s| s["component"].as_str().map(String::from))
+            .collect()
+    };
+    // The default data path: cgroup hooks, no syscall tracepoint (which would put every thread
+    // of the host on the syscall slow path).
     let monitor = Monitor::start(&["--all", "--duration", "30"]);
     std::thread::sleep(Duration::from_millis(200));
     let run = monitor.stop();
-    let attached: Vec<&str> = run
+    let names = attached(&run);
+    let path = run
         .status("attached")
-        .iter()
-        .filter_map(|s| s["component"].as_str())
-        .collect();
+        .into_iter()
+        .find(|s| s["component"] == "data path")
+        .unwrap_or_else(|| panic!("no data path status:\n{}", run.dump()));
+    assert!(
+        path["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("cgroup hooks on "),
+        "{path}"
+    );
+    assert!(
+        !names.iter().any(|n| n.starts_with("tracepoint:syscalls/")),
+        "a syscall tracepoint on the default path: {names:?}"
+    );
     for tp in [
-        "syscalls/sys_enter_connect",
-        "syscalls/sys_exit_connect",
+        "sock/inet_sock_set_state",
         "sched/sched_process_exec",
         "sched/sched_process_exit",
         "sched/sched_process_fork",
     ] {
         assert!(
-            attached.contains(&format!("tracepoint:{tp}").as_str()),
+            names.contains(&format!("tracepoint:{tp}")),
             "{tp} not attached:\n{}",
             run.dump()
         );
@@ -487,6 +536,22 @@ fn status_lines_report_attachments_and_totals() {
     for reason in ["ringbuf_full", "thread_state_full", "target_set_full"] {
         assert_eq!(drops[reason], 0, "{shutdown}");
     }
+    // The fallback, named as such.
+    let monitor = Monitor::start(&["--all", "--syscall-tracepoints"]);
+    let run = monitor.stop();
+    let names = attached(&run);
+    for tp in ["syscalls/sys_enter_connect", "syscalls/sys_exit_connect"] {
+        assert!(
+            names.contains(&format!("tracepoint:{tp}")),
+            "{tp} not attached:\n{}",
+            run.dump()
+        );
+    }
+    assert!(
+        run.raw.contains("syscall tracepoints (fallback)"),
+        "{}",
+        run.dump()
+    );
 }
 
 #[test]

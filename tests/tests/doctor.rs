@@ -70,16 +70,34 @@ fn doctor_matches_the_kernel() {
     if fentry["available"] == false {
         assert!(!fentry["detail"].as_str().unwrap().is_empty());
     }
-    for required in [
-        "privileges",
-        "tracefs",
-        "syscall tracepoints",
-        "ring buffer",
-    ] {
+    for required in ["privileges", "tracefs", "data path", "ring buffer"] {
         let c = capability(&doc, required);
         assert_eq!(c["required"], true, "{c}");
         assert_eq!(c["available"], true, "{c}");
     }
+    // The data path is named: the cgroup hooks wherever a cgroup v2 hierarchy is mounted (this
+    // kernel has the program types), the syscall tracepoints only as a fallback.
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let cgroup2 = mounts
+        .lines()
+        .find(|l| l.split_whitespace().nth(2) == Some("cgroup2"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .expect("this machine mounts a cgroup v2 hierarchy");
+    let path = capability(&doc, "data path");
+    assert_eq!(
+        path["detail"].as_str().unwrap(),
+        format!("cgroup hooks on {cgroup2}: untargeted processes pay nothing for their syscalls"),
+        "{path}"
+    );
+    let syscalls = capability(&doc, "syscall tracepoints");
+    assert_eq!(syscalls["required"], false, "{syscalls}");
+    assert!(
+        syscalls["needed_for"]
+            .as_str()
+            .unwrap()
+            .contains("fallback"),
+        "{syscalls}"
+    );
 }
 
 #[test]

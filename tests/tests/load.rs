@@ -189,7 +189,14 @@ fn full_kernel_maps_count_what_they_refuse() {
     let up = Upstream::create().unwrap();
     up.tcp_server(HTTP);
     // Maps far too small for the load: nothing may be evicted silently, every refusal counts.
-    let monitor = Monitor::start(&["--comm", "python3", "--map-sizes", "sockets=16,threads=4"]);
+    // On the syscall data path, where connects need per-thread state.
+    let monitor = Monitor::start(&[
+        "--comm",
+        "python3",
+        "--map-sizes",
+        "sockets=16,threads=4",
+        "--syscall-tracepoints",
+    ]);
     let sockets = egress_monitor_tests::run_client(
         egress_monitor_tests::python(PY_MANY_SOCKETS).args([up.v4, &HTTP.to_string()]),
     );

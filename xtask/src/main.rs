@@ -49,8 +49,17 @@ enum Task {
         filter: Option<String>,
     },
     /// Measure the monitor's cost and capacity on this machine (release build, as root).
-    Bench,
-    /// Load generator used by `bench` (not for direct use).
+    Bench {
+        /// Paired runs (one without the agent, one with it) per ratio goal; the goals are their
+        /// medians.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Measure this egress-monitor binary instead of building the release one (it must be
+        /// named `egress-monitor`: the bench waits for processes of that name to end).
+        #[arg(long, hide = true)]
+        bin: Option<PathBuf>,
+    },
+    /// UDP connect load generator used by `bench` (not for direct use).
     #[command(hide = true)]
     BenchLoad {
         target: String,
@@ -58,6 +67,9 @@ enum Task {
         #[arg(long)]
         rate: Option<u64>,
     },
+    /// `getppid()` loop used by `bench` (not for direct use): prints calls and ns per call.
+    #[command(hide = true)]
+    BenchSyscalls { count: u64 },
 }
 
 fn workspace_root() -> PathBuf {
@@ -367,19 +379,25 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(status.code().unwrap_or(1));
         }
         Task::Test { filter } => test(&root, filter),
-        Task::Bench => {
+        Task::Bench { runs, bin } => {
             if !is_root() {
                 bail!("the benchmark loads eBPF programs and creates a network namespace: run as root");
             }
             packages::require("the bench", packages::Use::bench)?;
-            setup(&root, false)?;
-            let bin = build(&root, true)?;
-            bench::run(&root, &bin, &env::current_exe()?)
+            let bin = match bin {
+                Some(bin) => std::path::absolute(bin)?,
+                None => {
+                    setup(&root, false)?;
+                    build(&root, true)?
+                }
+            };
+            bench::run(&root, &bin, &env::current_exe()?, runs)
         }
         Task::BenchLoad {
             target,
             count,
             rate,
         } => bench::load(&target, count, rate),
+        Task::BenchSyscalls { count } => bench::syscalls(count),
     }
 }

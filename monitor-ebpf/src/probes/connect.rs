@@ -69,9 +69,7 @@ const TP_PROTOCOL: usize = 30;
 const IPPROTO_TCP: u16 = 6;
 const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_SENT: i32 = 2;
-const TCP_FIN_WAIT1: i32 = 4;
 const TCP_CLOSE: i32 = 7;
-const TCP_LAST_ACK: i32 = 9;
 
 /// `int connect(int fd, const struct sockaddr *uservaddr, int addrlen)`: entry.
 #[tracepoint]
@@ -146,20 +144,34 @@ fn track(pid_tgid: u64, fd: i32, sk: u64) -> u64 {
     if SOCKETS.get_ptr(sk).is_some() {
         return 0;
     }
+    let tgid = (pid_tgid >> 32) as u32;
+    if insert_socket(sk, tgid, fd, sock_flags::IN_CONNECT) {
+        sk
+    } else {
+        0
+    }
+}
+
+/// Track a TCP socket a target connects (`flags`: how its outcome will be learned). Counts a
+/// full map; `false` then.
+#[inline(always)]
+pub fn insert_socket(sk: u64, tgid: u32, fd: i32, flags: u32) -> bool {
     let state = SockState {
-        tgid: (pid_tgid >> 32) as u32,
+        tgid,
         fd,
         start: current_start(),
-        flags: sock_flags::IN_CONNECT,
+        flags,
         captured: 0,
         outcome: OUTCOME_PENDING,
-        _pad: 0,
+        next_seq: 0,
+        next_record: 0,
+        records: 0,
     };
     if SOCKETS.insert(sk, state, BPF_ANY as u64).is_err() {
         count_drop(Drop::SocketsFull);
-        return 0;
+        return false;
     }
-    sk
+    true
 }
 
 /// `connect` exit: `long ret`.
@@ -292,6 +304,11 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     // SAFETY: map value pointer, copied out and updated in place.
     let s = unsafe { *state };
     let in_connect = s.flags & sock_flags::IN_CONNECT != 0;
+    if new == TCP_SYN_SENT {
+        // SAFETY: map value pointer.
+        unsafe { (*state).flags |= sock_flags::SYN_SENT };
+        return 0;
+    }
     if old == TCP_SYN_SENT && (new == TCP_ESTABLISHED || new == TCP_CLOSE) {
         let outcome = if new == TCP_ESTABLISHED {
             0
@@ -311,45 +328,51 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
                 (*state).flags &= !sock_flags::AWAIT_OUTCOME;
                 (*state).outcome = outcome;
             }
-            if let Some(mut entry) = reserve::<ConnectResultEvent>() {
-                entry.write(ConnectResultEvent {
-                    header: header_for(EventKind::ConnectResult, s.tgid, s.start),
-                    sock: sk,
-                    fd: s.fd,
-                    result: outcome,
-                });
-                entry.submit(0);
-            }
+            connect_result(sk, &s, outcome);
         }
+    }
+    if new != TCP_CLOSE {
+        return 0;
     }
     if in_connect {
         // Ended before the syscall returned: the exit forgets the socket.
-        if new == TCP_CLOSE {
-            // SAFETY: map value pointer.
-            unsafe { (*state).flags |= sock_flags::CLOSED };
-        }
+        // SAFETY: map value pointer.
+        unsafe { (*state).flags |= sock_flags::CLOSED };
         return 0;
     }
-    // The process closed it (or shut down its side: it sends nothing more), or it ended.
-    let ending = new == TCP_CLOSE || new == TCP_FIN_WAIT1 || new == TCP_LAST_ACK;
-    if ending && s.flags & sock_flags::CLOSE_REPORTED == 0 && new != old {
-        // SAFETY: map value pointer.
-        unsafe { (*state).flags |= sock_flags::CLOSE_REPORTED | sock_flags::DONE };
-        // A connect that never got through was reported by its result; nothing to close.
-        if !(old == TCP_SYN_SENT && new == TCP_CLOSE) {
-            if let Some(mut entry) = reserve::<SocketCloseEvent>() {
-                entry.write(SocketCloseEvent {
-                    header: header_for(EventKind::SocketClose, s.tgid, s.start),
-                    sock: sk,
-                    fd: s.fd,
-                    undecided: (s.flags & sock_flags::DONE == 0) as u32,
-                });
-                entry.submit(0);
-            }
-        }
+    // The connection is over (every byte it will send has left): tell userspace, unless it
+    // never got through (its result said so already).
+    if s.flags & sock_flags::CLOSE_REPORTED == 0 && old != TCP_SYN_SENT {
+        socket_close(sk, &s);
     }
-    if new == TCP_CLOSE {
-        let _ = SOCKETS.remove(sk);
-    }
+    let _ = SOCKETS.remove(sk);
     0
+}
+
+/// Report the outcome of a connect (written outside the process's context).
+#[inline(always)]
+pub fn connect_result(sk: u64, s: &SockState, result: i32) {
+    if let Some(mut entry) = reserve::<ConnectResultEvent>() {
+        entry.write(ConnectResultEvent {
+            header: header_for(EventKind::ConnectResult, s.tgid, s.start),
+            sock: sk,
+            fd: s.fd,
+            result,
+        });
+        entry.submit(0);
+    }
+}
+
+/// Report the end of a tracked socket.
+#[inline(always)]
+pub fn socket_close(sk: u64, s: &SockState) {
+    if let Some(mut entry) = reserve::<SocketCloseEvent>() {
+        entry.write(SocketCloseEvent {
+            header: header_for(EventKind::SocketClose, s.tgid, s.start),
+            sock: sk,
+            fd: s.fd,
+            undecided: (s.flags & sock_flags::DONE == 0) as u32,
+        });
+        entry.submit(0);
+    }
 }

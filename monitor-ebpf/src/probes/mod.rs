@@ -4,3 +4,6 @@ pub mod mmap;
 pub mod openssl;
 pub mod payload;
 pub mod process;
+pub mod skb;
+pub mod sock;
+pub mod sockaddr;

@@ -1,13 +1,15 @@
 //! The OpenSSL API through uprobes, attached by userspace to shared `libssl`/`libcrypto` and to
 //! binaries that embed OpenSSL and export its API (Node's `node`, `libnode.so`).
 //!
-//! No struct offsets: every fact comes from a call's arguments and return value. Per thread
-//! (`THREADS`, removed at the thread's exit) we remember which SSL object the thread last
-//! entered, so calls that do not name it (`d2i_X509`, `X509_verify_cert`,
-//! `X509_STORE_CTX_get_error`) are tied to the handshake running on that thread, and the
-//! arguments entry probes keep for their return probes. Per session (`SSL_STATE`, removed at
-//! `SSL_free`, swept by userspace after the process exits) userspace marks its verdict, after
-//! which `SSL_read`/`SSL_write` exit after two lookups: the hot path of a monitored session.
+//! Facts come from calls' arguments and return values (the one exception: the certificates of
+//! `ssl_verify_cert_chain`, see there), and every hook here runs once per session or
+//! handshake, never per read or write: `SSL_read`/`SSL_write` are not hooked at all (whether a
+//! session carried application data is seen in the packets, see `skb.rs`). Per thread
+//! (`THREADS`, removed at the thread's exit) we remember which SSL object the thread is
+//! handshaking (inside `SSL_do_handshake`, which `SSL_connect` calls), so calls that do not
+//! name it (`d2i_X509`, `X509_verify_cert`, `X509_STORE_CTX_get_error`) are tied to it.
+//! `d2i_X509` is hooked at libssl's own PLT stub (userspace finds it), so only libssl's calls
+//! trap, never the CA-bundle loads of any process.
 use aya_ebpf::{
     helpers::{
         bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_probe_read_user,
@@ -18,11 +20,13 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 use monitor_common::{
-    ssl_flags, CertEvent, Drop, EventKind, SslKey, SslState, TextRange, TlsCall, TlsEvent,
-    CERT_MAX, MAX_CERTS_PER_SESSION, TLS_TEXT_LEN,
+    cert_form, ssl_flags, x509, CertEvent, Drop, EventKind, SslKey, SslState, TextRange, TlsCall,
+    TlsEvent, CERT_MAX, CERT_SIG_MAX, MAX_CERTS_PER_SESSION, TLS_TEXT_LEN,
 };
 
-use crate::maps::{count_drop, header, is_targeted, reserve, thread, thread_or_insert, CurrentSsl};
+use crate::maps::{
+    count_drop, fd_socket, header, is_targeted, reserve, thread, thread_or_insert, CurrentSsl,
+};
 
 /// Per session: handshake finished, verdict reached, certificates captured.
 #[map]
@@ -39,7 +43,6 @@ const F_SSL_NEW: usize = 0;
 const F_GET0_PARAM: usize = 1;
 const F_HANDSHAKE: usize = 2;
 const F_VERIFY_RESULT: usize = 3;
-const F_READ: usize = 4;
 
 /// `SSL_CTRL_SET_TLSEXT_HOSTNAME`
 const SSL_CTRL_SET_TLSEXT_HOSTNAME: i64 = 55;
@@ -326,18 +329,19 @@ pub fn ssl_ctrl(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// `int SSL_set_fd(SSL *ssl, int fd)`
+/// `int SSL_set_fd(SSL *ssl, int fd)`: the session's socket, named by its `struct sock`.
 #[uprobe]
 pub fn ssl_set_fd(ctx: ProbeContext) -> u32 {
     if let Some(pid_tgid) = targeted() {
-        let fd = arg(&ctx, 1) as i32 as i64;
+        let fd = arg(&ctx, 1) as i32;
+        let sock = fd_socket(fd).map_or(0, |(sk, _)| sk);
         emit(
             &ctx,
             pid_tgid,
             TlsCall::SetFd,
             arg(&ctx, 0),
-            0,
-            fd,
+            sock,
+            fd as i64,
             Text::None,
         );
     }
@@ -509,6 +513,15 @@ pub fn ssl_handshake_ret(ctx: RetProbeContext) -> u32 {
     if ret == 1 {
         set_flag(pid_tgid, ssl, ssl_flags::HANDSHAKE_DONE);
     }
+    // Out of the handshake: certificate decoding on this thread is not this session's now.
+    if let Some(state) = thread(pid_tgid) {
+        // SAFETY: this thread's own entry.
+        unsafe {
+            if (*state).current.ssl == ssl {
+                (*state).current.ssl = 0;
+            }
+        }
+    }
     emit(
         &ctx,
         pid_tgid,
@@ -648,6 +661,8 @@ pub fn d2i_x509(ctx: ProbeContext) -> u32 {
         (*event).library = library(&ctx);
         (*event).ssl = ssl;
         (*event).der_len = len as u32;
+        (*event).form = cert_form::DER;
+        (*event).sig_len = 0;
         if copy == 0
             || bpf_probe_read_user_buf(der as *const u8, &mut (&mut (*event).der)[..copy]).is_err()
         {
@@ -658,77 +673,108 @@ pub fn d2i_x509(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// Entry of `SSL_read`/`SSL_read_ex`/`SSL_write`/`SSL_write_ex`: the hot path. After the
-/// verdict: one target lookup and one state lookup. Returns the session for the read probes.
-#[inline(always)]
-fn io_entry(ctx: &ProbeContext, ssl: u64) -> Option<u64> {
-    let pid_tgid = targeted()?;
-    match SSL_STATE.get_ptr(key(pid_tgid, ssl)) {
-        // SAFETY: map value pointer.
-        Some(state) if unsafe { (*state).flags } & ssl_flags::VERDICT != 0 => return None,
-        Some(_) => {}
-        None => {
-            // A session created before we watched it: tell userspace once, which settles it.
-            let state = SslState {
-                flags: ssl_flags::HANDSHAKE_DONE,
-                certs: 0,
-            };
-            if SSL_STATE.insert(key(pid_tgid, ssl), state, 0).is_err() {
-                count_drop(Drop::TlsStateFull);
-            }
-            emit(
-                ctx,
-                pid_tgid,
-                TlsCall::UnknownSession,
-                ssl,
-                0,
-                0,
-                Text::None,
-            );
-        }
-    }
-    // Node drives its handshake from SSL_read/SSL_write: certificates decoded in there belong
-    // to this session.
-    enter_session(ctx, pid_tgid, ssl);
-    Some(pid_tgid)
-}
-
-/// `int SSL_read(SSL *ssl, void *buf, int num)`, `int SSL_read_ex(SSL *ssl, void *buf, size_t num, size_t *readbytes)`
+/// `int ssl_verify_cert_chain(SSL *s, STACK_OF(X509) *sk)`: libssl's own verification of the
+/// server's chain, called once per full handshake whatever the verify mode. Hooked only where
+/// it is exported (Node's `node`, which also exports its internal OpenSSL symbols): there,
+/// `d2i_X509` is a direct call that cannot be told apart from the trust-store loads, and the
+/// application may never ask for the certificate (Node does not, when verification failed).
+/// The certificates are read from OpenSSL's decoded objects (see `monitor_common::x509`):
+/// the cached DER of each `tbsCertificate` and the signature; userspace rebuilds the
+/// certificate from them and drops anything that does not parse as one.
 #[uprobe]
-pub fn ssl_read(ctx: ProbeContext) -> u32 {
-    let ssl = arg(&ctx, 0);
-    if let Some(pid_tgid) = io_entry(&ctx, ssl) {
-        stash(pid_tgid, F_READ, ssl);
-    }
-    0
-}
-
-/// Returned data means the application uses the session: what turns an accepted bad
-/// certificate into a finding.
-#[uretprobe]
-pub fn ssl_read_ret(ctx: RetProbeContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(ssl) = take(pid_tgid, F_READ) else {
+pub fn ssl_verify_chain(ctx: ProbeContext) -> u32 {
+    let Some(pid_tgid) = targeted() else {
         return 0;
     };
-    let ret: i32 = ctx.ret();
-    if ret > 0 {
-        emit(
-            &ctx,
-            pid_tgid,
-            TlsCall::ReadData,
-            ssl,
-            0,
-            ret as i64,
-            Text::None,
-        );
+    let (ssl, chain) = (arg(&ctx, 0), arg(&ctx, 1));
+    if ssl == 0 || chain == 0 {
+        return 0;
+    }
+    // SAFETY: user pointers read with faulting-safe helpers.
+    let (num, items) = unsafe {
+        (
+            bpf_probe_read_user((chain + x509::STACK_NUM) as *const i32).unwrap_or(0),
+            bpf_probe_read_user((chain + x509::STACK_DATA) as *const u64).unwrap_or(0),
+        )
+    };
+    if num <= 0 || items == 0 {
+        return 0;
+    }
+    let state = SSL_STATE.get_ptr_mut(key(pid_tgid, ssl));
+    for i in 0..x509::CHAIN_MAX {
+        if i >= num as u32 {
+            break;
+        }
+        if let Some(state) = state {
+            // SAFETY: map value pointer.
+            unsafe {
+                if (*state).certs >= MAX_CERTS_PER_SESSION {
+                    break;
+                }
+                (*state).certs += 1;
+            }
+        }
+        // SAFETY: as above.
+        let Ok(cert) = (unsafe { bpf_probe_read_user((items + 8 * i as u64) as *const u64) })
+        else {
+            break;
+        };
+        if cert == 0 || !tbs_cert(&ctx, pid_tgid, ssl, cert) {
+            break;
+        }
     }
     0
 }
 
-/// `int SSL_write(SSL *ssl, const void *buf, int num)`, `SSL_write_ex(...)`
-#[uprobe]
-pub fn ssl_write(ctx: ProbeContext) -> u32 {
-    let _ = io_entry(&ctx, arg(&ctx, 0));
-    0
+/// One certificate from an `X509` object: its `tbsCertificate` DER and signature. False when
+/// the object does not look like one (nothing is sent then).
+#[inline(always)]
+fn tbs_cert(ctx: &ProbeContext, pid_tgid: u64, ssl: u64, cert: u64) -> bool {
+    // SAFETY: user pointers read with faulting-safe helpers.
+    let (tbs, tbs_len, sig_len, sig, sig_flags) = unsafe {
+        (
+            bpf_probe_read_user((cert + x509::TBS_ENC) as *const u64).unwrap_or(0),
+            bpf_probe_read_user((cert + x509::TBS_ENC_LEN) as *const i64).unwrap_or(0),
+            bpf_probe_read_user((cert + x509::SIG_LENGTH) as *const i32).unwrap_or(0),
+            bpf_probe_read_user((cert + x509::SIG_DATA) as *const u64).unwrap_or(0),
+            bpf_probe_read_user((cert + x509::SIG_FLAGS) as *const i64).unwrap_or(0),
+        )
+    };
+    if tbs == 0 || tbs_len <= 0 || sig == 0 || sig_len <= 0 || sig_len as usize > CERT_SIG_MAX {
+        return false;
+    }
+    let Some(mut entry) = reserve::<CertEvent>() else {
+        return false;
+    };
+    let event = entry.as_mut_ptr();
+    // Lengths in [1, max]: a volatile read hides them from the compiler (which would drop the
+    // masks), the masks bound them for the verifier (both maxima are powers of two).
+    // SAFETY: reads of a local.
+    let copy = unsafe { core::ptr::read_volatile(&(tbs_len as usize).min(CERT_MAX)) };
+    let copy = ((copy - 1) & (CERT_MAX - 1)) + 1;
+    // SAFETY: as above.
+    let sig_copy = unsafe { core::ptr::read_volatile(&(sig_len as usize)) };
+    let sig_copy = ((sig_copy - 1) & (CERT_SIG_MAX - 1)) + 1;
+    // SAFETY: exclusive reserved slot; bounded copies from user memory.
+    unsafe {
+        (*event).header = header(EventKind::Cert, pid_tgid);
+        (*event).library = library(ctx);
+        (*event).ssl = ssl;
+        (*event).form = cert_form::TBS;
+        (*event).der_len = tbs_len as u32;
+        (*event).sig_len = sig_len as u16;
+        (*event).sig_unused = if sig_flags & x509::BITS_LEFT != 0 {
+            (sig_flags & 7) as u8
+        } else {
+            0
+        };
+        if bpf_probe_read_user_buf(tbs as *const u8, &mut (&mut (*event).der)[..copy]).is_err()
+            || bpf_probe_read_user_buf(sig as *const u8, &mut (&mut (*event).sig)[..sig_copy])
+                .is_err()
+        {
+            (*event).der_len = 0;
+        }
+    }
+    entry.submit(0);
+    true
 }

@@ -23,7 +23,7 @@ use super::connect::SOCKETS;
 use crate::maps::{count_drop, fd_socket, header, is_targeted, EVENTS};
 
 #[map]
-static SCRATCH: PerCpuArray<PayloadEvent> = PerCpuArray::with_max_entries(1, 0);
+pub static SCRATCH: PerCpuArray<PayloadEvent> = PerCpuArray::with_max_entries(1, 0);
 
 const ARG0: usize = 16;
 const ARG1: usize = 24;

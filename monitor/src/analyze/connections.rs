@@ -43,6 +43,70 @@ pub struct Conn {
     pub hostname: Option<Arc<str>>,
     /// Its first bytes were judged (the name, if any, is known).
     pub judged: bool,
+    /// What its TLS record headers said so far (TLS connections).
+    pub tls: TlsRecords,
+}
+
+/// What the headers of the TLS records a client sends say about its session: which version it
+/// speaks, and whether application data left (which the kernel sees in the packets, without a
+/// probe on `SSL_write`).
+///
+/// TLS 1.2 clients send their key exchange in the clear (a handshake record whose message is a
+/// ClientKeyExchange, Certificate or CertificateVerify) and their Finished as an encrypted
+/// handshake record after ChangeCipherSpec; every application-data record after that is data.
+/// TLS 1.3 clients send everything after the ClientHello as application-data records: the first
+/// is their Finished, and an alert is one too (19 bytes with a 16-byte tag), so data is a later
+/// application-data record longer than an alert.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsRecords {
+    after_ccs: bool,
+    tls12: bool,
+    encrypted: u32,
+    used: bool,
+}
+
+const CHANGE_CIPHER_SPEC: u8 = 20;
+const HANDSHAKE: u8 = 22;
+const APPLICATION_DATA: u8 = 23;
+/// An encrypted TLS 1.3 alert: 2 bytes, the inner content type and a 16-byte tag (8 with the
+/// CCM_8 suites).
+const LONGEST_ALERT: u32 = 2 + 1 + 16;
+
+impl TlsRecords {
+    /// One record header (`first`: its first content byte). `true` when this record is the
+    /// first application data.
+    pub fn feed(&mut self, content_type: u8, first: u8, len: u32) -> bool {
+        match content_type {
+            CHANGE_CIPHER_SPEC => self.after_ccs = true,
+            HANDSHAKE => {
+                let clear_key_exchange = !self.after_ccs && matches!(first, 11 | 15 | 16);
+                // After ChangeCipherSpec a handshake record is TLS 1.2's encrypted Finished,
+                // unless it is TLS 1.3's second ClientHello (after a HelloRetryRequest).
+                let encrypted_finished = self.after_ccs && first != 1;
+                if clear_key_exchange || encrypted_finished {
+                    self.tls12 = true;
+                }
+            }
+            APPLICATION_DATA if !self.used => {
+                self.encrypted += 1;
+                let data = if self.tls12 {
+                    true
+                } else {
+                    self.encrypted >= 2 && len > LONGEST_ALERT
+                };
+                if data {
+                    self.used = true;
+                    return true;
+                }
+            }
+            _ => {}
+        }
+        false
+    }
+
+    pub fn used(&self) -> bool {
+        self.used
+    }
 }
 
 impl Conn {
@@ -58,6 +122,7 @@ impl Conn {
             stream: None,
             hostname: None,
             judged: false,
+            tls: TlsRecords::default(),
         }
     }
 
@@ -223,6 +288,70 @@ mod tests {
         assert_eq!(c.len(), 1);
         c.insert(1, SK1, conn(7, 443));
         assert_eq!(c.len(), 1, "the UDP socket on fd 7 is gone");
+    }
+
+    /// Feed `(type, first byte, length)` records; the index of the one that counts as data.
+    fn first_data(records: &[(u8, u8, u32)]) -> Option<usize> {
+        let mut t = TlsRecords::default();
+        records
+            .iter()
+            .position(|&(ty, first, len)| t.feed(ty, first, len))
+    }
+
+    #[test]
+    fn tls_records_tell_application_data_from_the_handshake() {
+        // TLS 1.3 (compat mode): ClientHello, CCS, Finished, then the request.
+        assert_eq!(
+            first_data(&[(22, 1, 512), (20, 1, 1), (23, 0x9a, 53), (23, 0x31, 90)]),
+            Some(3)
+        );
+        // TLS 1.3 without CCS; a rejected session sends only an alert after its Finished.
+        assert_eq!(
+            first_data(&[(22, 1, 512), (23, 0x9a, 53), (23, 0x44, 90)]),
+            Some(2)
+        );
+        assert_eq!(
+            first_data(&[(22, 1, 512), (20, 1, 1), (23, 0x9a, 53), (23, 7, 19)]),
+            None
+        );
+        // TLS 1.3 after a HelloRetryRequest: a second ClientHello after the CCS.
+        assert_eq!(
+            first_data(&[
+                (22, 1, 512),
+                (20, 1, 1),
+                (22, 1, 530),
+                (23, 1, 53),
+                (23, 2, 80)
+            ]),
+            Some(4)
+        );
+        // TLS 1.2: ClientKeyExchange in the clear, CCS, encrypted Finished, then data.
+        assert_eq!(
+            first_data(&[
+                (22, 1, 300),
+                (22, 16, 70),
+                (20, 1, 1),
+                (22, 0, 40),
+                (23, 0, 60)
+            ]),
+            Some(4)
+        );
+        // TLS 1.2 resumption: no key exchange, the Finished after CCS says 1.2.
+        assert_eq!(
+            first_data(&[(22, 1, 300), (20, 1, 1), (22, 0, 40), (23, 0, 30)]),
+            Some(3)
+        );
+        // TLS 1.2 closing without data: an alert is its own type.
+        assert_eq!(
+            first_data(&[
+                (22, 1, 300),
+                (22, 16, 70),
+                (20, 1, 1),
+                (22, 0, 40),
+                (21, 0, 26)
+            ]),
+            None
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ use connections::{untracked, Conn, SockId};
 use processes::{ProcessKey, ProcessState, Processes};
 
 use crate::{
-    decode::{Cert, Connect, ConnectResult, Payload, Protocol, SocketClose, Tls},
+    decode::{Cert, Connect, ConnectResult, Payload, Protocol, SocketClose, Tls, TlsRecord},
     detect::{
         redact::Fingerprinter, secret::Secret, x509::TrustStore, DetectConfig, StreamInspector,
     },
@@ -219,8 +219,17 @@ impl Analyzer {
             return;
         };
         state.info = info;
-        let mut pending = std::mem::take(&mut out.tls);
-        let ssl = state.tls.finish(&self.tls, &mut pending);
+        state.libraries_checked = false;
+        let include_loopback = self.settings.include_loopback;
+        let config = &self.tls;
+        let ssl = tls_step(
+            state,
+            &mut self.drops,
+            include_loopback,
+            time,
+            out,
+            |s, _, p| s.tls.finish(config, p),
+        );
         state.tls = tls::TlsProcess::default();
         out.actions.push(Action::Forget {
             tgid: key.pid,
@@ -228,16 +237,18 @@ impl Analyzer {
             ssl,
             exited: false,
         });
-        let include_loopback = self.settings.include_loopback;
-        drain_tls(
-            state,
-            &mut self.drops,
-            include_loopback,
-            &mut pending,
-            time,
-            out,
-        );
-        out.tls = pending;
+    }
+
+    /// The first time a process image shows TLS activity: `true` once (its mapped libraries
+    /// are worth reading now: it may have loaded a client library that checks host names).
+    pub fn first_tls_activity(&mut self, key: ProcessKey) -> bool {
+        match self.processes.get_mut(key) {
+            Some(state) if !state.libraries_checked => {
+                state.libraries_checked = true;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Whether whichever process holds `pid` checks host names in its own code.
@@ -392,7 +403,10 @@ impl Analyzer {
             };
             conn.stream = None;
             self.streams -= 1;
-            out.actions.push(Action::SettleSocket { sock: p.sock });
+            // A TLS connection goes on: its record headers tell whether the session was used.
+            if !verdict.tls {
+                out.actions.push(Action::SettleSocket { sock: p.sock });
+            }
             verdict
         };
         self.apply_verdict(owner, writer, writer_info, p.sock, verdict, time, out);
@@ -500,25 +514,42 @@ impl Analyzer {
         let Some(state) = self.processes.get_mut(key) else {
             return;
         };
-        let mut pending = std::mem::take(&mut out.tls);
-        state.tls.on_tls(
-            &self.tls,
-            e,
-            library,
-            time,
-            &state.conns,
-            &mut pending,
-            &mut self.drops,
-        );
-        drain_tls(
+        let config = &self.tls;
+        tls_step(
             state,
             &mut self.drops,
             include_loopback,
-            &mut pending,
             time,
             out,
+            |s, d, p| s.tls.on_tls(config, e, library, time, &s.conns, p, d),
         );
-        out.tls = pending;
+    }
+
+    /// A TLS record header a target's connection sent.
+    pub fn tls_record(&mut self, r: &TlsRecord, time: SystemTime, out: &mut Out) {
+        let key = ProcessKey::new(r.tgid, r.start);
+        let include_loopback = self.settings.include_loopback;
+        let Some(state) = self.processes.get_mut(key) else {
+            return;
+        };
+        let Some(conn) = state.conns.get_mut(r.sock) else {
+            return;
+        };
+        if !conn.tls.feed(r.content_type, r.first, r.len) {
+            return;
+        }
+        // Application data left: the session on this connection was used, and the kernel can
+        // stop walking its records.
+        out.actions.push(Action::SettleSocket { sock: r.sock });
+        let config = &self.tls;
+        tls_step(
+            state,
+            &mut self.drops,
+            include_loopback,
+            time,
+            out,
+            |s, _, p| s.tls.app_data(config, r.sock, p),
+        );
     }
 
     pub fn cert(&mut self, c: &Cert, time: SystemTime) {
@@ -540,17 +571,14 @@ impl Analyzer {
         let Some(state) = self.processes.get_mut(key) else {
             return;
         };
-        let mut pending = std::mem::take(&mut out.tls);
-        state.tls.env_bypass(bypass, &mut pending);
-        drain_tls(
+        tls_step(
             state,
             &mut self.drops,
             include_loopback,
-            &mut pending,
             time,
             out,
+            |s, _, p| s.tls.env_bypass(bypass, p),
         );
-        out.tls = pending;
     }
 
     /// A thread of a process ended: what was kept for it goes.
@@ -571,17 +599,15 @@ impl Analyzer {
     /// Everything a process still owed the report, then its leftovers for the caller.
     fn conclude(&mut self, mut state: ProcessState, time: SystemTime, out: &mut Out) {
         let include_loopback = self.settings.include_loopback;
-        let mut pending = std::mem::take(&mut out.tls);
-        let ssl = state.tls.finish(&self.tls, &mut pending);
-        drain_tls(
+        let config = &self.tls;
+        let ssl = tls_step(
             &mut state,
             &mut self.drops,
             include_loopback,
-            &mut pending,
             time,
             out,
+            |s, _, p| s.tls.finish(config, p),
         );
-        out.tls = pending;
         let mut conns: Vec<(SockId, SystemTime)> = state
             .conns
             .iter()
@@ -716,6 +742,23 @@ impl Analyzer {
         t.insert("findings", dedup as u64);
         t
     }
+}
+
+/// One step of a process's TLS tracker, whose output then becomes records and actions. The
+/// output buffer is `out.tls`, lent to the step and returned empty (its capacity is reused).
+fn tls_step<R>(
+    state: &mut ProcessState,
+    drops: &mut Drops,
+    include_loopback: bool,
+    time: SystemTime,
+    out: &mut Out,
+    step: impl FnOnce(&mut ProcessState, &mut Drops, &mut Vec<tls::TlsOutput>) -> R,
+) -> R {
+    let mut pending = std::mem::take(&mut out.tls);
+    let result = step(state, drops, &mut pending);
+    drain_tls(state, drops, include_loopback, &mut pending, time, out);
+    out.tls = pending;
+    result
 }
 
 /// Turn the TLS tracker's output for one process into records and actions.
@@ -1112,7 +1155,13 @@ mod tests {
         let pb = with_process(&mut a, 11, 1);
         let (ssl, ctx, param) = (0x5555_0000_1000, 0x5555_0000_2000, 0x5555_0000_3000);
         let mut out = Out::default();
-        let mut feed = |a: &mut Analyzer, e: Tls| a.tls(&e, None, T0, &mut out);
+        let mut c = connect("10.203.0.2", -115);
+        c.tgid = pa.pid;
+        c.start = 1;
+        c.outcome = Some(0);
+        a.connect(&c, T0, &mut out);
+        let feed = |a: &mut Analyzer, e: Tls, out: &mut Out| a.tls(&e, None, T0, out);
+        let mut feed = |a: &mut Analyzer, e: Tls| feed(a, e, &mut out);
         feed(&mut a, tls(pa.pid, TlsCall::CtxSetVerify, ctx, 0, 1, ""));
         feed(&mut a, tls(pa.pid, TlsCall::SslNew, ssl, ctx, 0, ""));
         feed(&mut a, tls(pa.pid, TlsCall::GetParam, ssl, param, 0, ""));
@@ -1123,9 +1172,22 @@ mod tests {
             &mut a,
             tls(pa.pid, TlsCall::ParamSetHost, param, 0, 0, "api.test"),
         );
+        feed(&mut a, tls(pa.pid, TlsCall::SetFd, ssl, SK, 5, ""));
         feed(&mut a, tls(pa.pid, TlsCall::HandshakeReturn, ssl, 0, 1, ""));
         feed(&mut a, tls(pa.pid, TlsCall::VerifyResult, ssl, 0, 0, ""));
-        feed(&mut a, tls(pa.pid, TlsCall::ReadData, ssl, 0, 10, ""));
+        // The request leaves (TLS 1.3: ClientHello, CCS, Finished, data).
+        for (content_type, first, len) in [(22, 1, 512), (20, 1, 1), (23, 9, 53), (23, 7, 90)] {
+            let r = TlsRecord {
+                tgid: pa.pid,
+                start: 1,
+                ktime_ns: 0,
+                sock: SK,
+                content_type,
+                first,
+                len,
+            };
+            a.tls_record(&r, T0, &mut out);
+        }
         let ids: Vec<FindingId> = findings(&out).iter().map(|f| f.id).collect();
         assert!(
             !ids.contains(&FindingId::TlsHostnameUnchecked),

@@ -24,6 +24,8 @@ pub struct Verdict {
     /// Every credential value seen (never output: the caller scrubs them from everything it
     /// writes from now on).
     pub secrets: Vec<Secret>,
+    /// The connection speaks TLS (the kernel goes on reporting its record headers).
+    pub tls: bool,
 }
 
 /// The detectors' settings, shared by every stream (the streams themselves live with their
@@ -119,6 +121,7 @@ pub fn judge(o: &Observation) -> Verdict {
         hostname,
         findings,
         secrets,
+        tls: o.protocol == AppProtocol::Tls,
     }
 }
 
@@ -215,6 +218,7 @@ mod tests {
                 hostname: Some("api.test".into()),
                 findings: vec![],
                 secrets: vec![],
+                tls: true,
             }
         );
     }

@@ -43,6 +43,8 @@ pub struct ProcessState {
     pub conns: Connections,
     pub tls: TlsProcess,
     pub dedup: Dedup,
+    /// Its mapped libraries were read since its TLS activity began (this image).
+    pub libraries_checked: bool,
 }
 
 impl ProcessState {
@@ -53,6 +55,7 @@ impl ProcessState {
             conns: Connections::default(),
             tls: TlsProcess::default(),
             dedup: Dedup::default(),
+            libraries_checked: false,
         }
     }
 }

@@ -21,7 +21,10 @@ use std::{
 use monitor_common::TlsCall;
 use serde_json::{json, Value};
 
-use super::{connections::Connections, Drops};
+use super::{
+    connections::{Connections, SockId},
+    Drops,
+};
 use crate::{
     decode::{Cert, Tls},
     detect::x509::{self, TrustStore},
@@ -98,6 +101,8 @@ struct Session {
     ips: Vec<String>,
     sni: Option<String>,
     fd: Option<i32>,
+    /// The connection it runs on (kernel socket), once bound.
+    sock: Option<SockId>,
     destination: Option<Destination>,
     certs: Vec<Vec<u8>>,
     truncated_cert: bool,
@@ -121,6 +126,7 @@ impl Session {
             ips: Vec::new(),
             sni: None,
             fd: None,
+            sock: None,
             destination: None,
             certs: Vec::new(),
             truncated_cert: false,
@@ -293,21 +299,53 @@ impl TlsProcess {
         if session.destination.is_some() {
             return;
         }
-        let found = match session.fd {
-            Some(fd) => conns.by_fd(fd).map(|(_, c)| (fd, c.named_destination())),
-            None => conns.last_on_thread(tid).and_then(|(_, c)| {
-                let taken = self
+        let found = match (session.sock, session.fd) {
+            (Some(sock), _) => conns.get(sock).map(|c| (sock, c)),
+            (None, Some(fd)) => conns.by_fd(fd),
+            (None, None) => conns.last_on_thread(tid).filter(|(id, _)| {
+                !self
                     .sessions
                     .iter()
-                    .any(|(k, s)| *k != ssl && s.fd == Some(c.fd));
-                (!taken).then(|| (c.fd, c.named_destination()))
+                    .any(|(k, s)| *k != ssl && s.sock == Some(*id))
             }),
         };
-        if let Some((fd, destination)) = found {
+        if let Some((id, conn)) = found {
             let session = self.sessions.get_mut(&ssl).expect("checked above");
-            session.fd = Some(fd);
-            session.destination = Some(destination);
+            session.sock = Some(id);
+            session.fd = Some(conn.fd);
+            session.destination = Some(conn.named_destination());
+            // Application data already left on that connection.
+            if conn.tls.used() {
+                session.used = true;
+            }
         }
+    }
+
+    /// The connection `sock` carried application data (its TLS records say so): the session on
+    /// it was used. Its verdict is due now.
+    pub fn app_data(&mut self, judge: &TlsJudge, sock: SockId, out: &mut Vec<TlsOutput>) -> bool {
+        let Some(ssl) = self
+            .sessions
+            .iter()
+            .find(|(_, s)| s.sock == Some(sock))
+            .map(|(k, _)| *k)
+        else {
+            return false;
+        };
+        let Some(mut session) = self.sessions.remove(&ssl) else {
+            return false;
+        };
+        session.used = true;
+        if session.handshake != Handshake::Completed {
+            // Data can only flow after a completed handshake.
+            session.handshake = Handshake::Completed;
+        }
+        if session.role != Role::Server {
+            judge.conclude(&session, self, out);
+        }
+        self.settled.insert(ssl);
+        out.push(TlsOutput::Settle { ssl });
+        true
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -385,12 +423,6 @@ impl TlsProcess {
                 self.settled.remove(&e.ssl);
                 self.params.retain(|_, owner| *owner != e.ssl);
             }
-            TlsCall::UnknownSession => {
-                // Created before we watched it: nothing reliable to say, stop paying for it.
-                self.sessions.remove(&e.ssl);
-                self.settled.insert(e.ssl);
-                out.push(TlsOutput::Settle { ssl: e.ssl });
-            }
             TlsCall::ServerRole => {
                 if let Some(s) = self.sessions.get_mut(&e.ssl) {
                     s.role = Role::Server;
@@ -425,6 +457,8 @@ impl TlsProcess {
             TlsCall::SetFd => {
                 if let Some(s) = self.session(e.ssl, time, drops) {
                     s.fd = Some(e.value as i32);
+                    // The kernel named the socket behind the descriptor.
+                    s.sock = (e.ptr2 != 0).then_some(e.ptr2);
                 }
                 self.bind(e.tid, e.ssl, conns);
             }
@@ -471,39 +505,6 @@ impl TlsProcess {
                         s.store_errors.push(e.value);
                     }
                 }
-            }
-            TlsCall::ReadData => {
-                // Reads queued before the kernel learned of the verdict, or on a session we
-                // never saw start: nothing to add.
-                if !self.sessions.contains_key(&e.ssl) {
-                    if self.settled.len() < MAX_SESSIONS && self.settled.insert(e.ssl) {
-                        out.push(TlsOutput::Settle { ssl: e.ssl });
-                    }
-                    return;
-                }
-                self.bind(e.tid, e.ssl, conns);
-                let Some(s) = self.session(e.ssl, time, drops) else {
-                    return;
-                };
-                s.used = true;
-                if s.handshake != Handshake::Completed {
-                    // Data can only flow after a completed handshake.
-                    s.handshake = Handshake::Completed;
-                }
-                if s.role == Role::Server {
-                    return;
-                }
-                if let Some(session) = self.sessions.remove(&e.ssl) {
-                    let mut session = session;
-                    if let Some((path, kind)) = library {
-                        session.library = session.library.or(Some(kind));
-                        session.library_path.get_or_insert_with(|| path.to_string());
-                    }
-                    judge.conclude(&session, self, out);
-                    self.settled.insert(e.ssl);
-                    out.push(TlsOutput::Settle { ssl: e.ssl });
-                }
-                return;
             }
         }
         if let (Some((path, kind)), Some(s)) = (library, self.sessions.get_mut(&e.ssl)) {

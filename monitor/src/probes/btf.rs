@@ -203,6 +203,9 @@ pub fn kernel_offsets(data: &[u8]) -> anyhow::Result<monitor_common::KernelOffse
         offsets.socket_type = btf.member_offset("socket", "type")?;
         offsets.socket_sk = btf.member_offset("socket", "sk")?;
         offsets.sock_err = btf.member_offset("sock", "sk_err")?;
+        offsets.files_next_fd = btf.member_offset("files_struct", "next_fd")?;
+        offsets.sock_socket = btf.member_offset("sock", "sk_socket")?;
+        offsets.socket_file = btf.member_offset("socket", "file")?;
         Ok(())
     })();
     let start = (|| -> anyhow::Result<()> {

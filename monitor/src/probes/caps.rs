@@ -101,6 +101,9 @@ pub mod since {
     /// BPF_PROG_TYPE_CGROUP_SOCK_ADDR: bind and connect hooks (commits 4fbac77d2d09,
     /// d74bad4e74ee).
     pub const CGROUP_SOCK_ADDR: V = V::new(4, 17, 0);
+    /// BPF_CGROUP_INET_SOCK_RELEASE, the `cgroup/sock_release` hook (commit f5836749c9c0),
+    /// the newest piece of the cgroup data path (its BPF links came in 5.7).
+    pub const CGROUP_SOCK_RELEASE: V = V::new(5, 9, 0);
     /// BPF_MAP_TYPE_SK_STORAGE (commit 6ac99e8f23d4).
     pub const SK_STORAGE: V = V::new(5, 2, 0);
     /// BPF_MAP_TYPE_TASK_STORAGE (commit 4cf1bc1f1045).
@@ -204,6 +207,10 @@ fn program_supported(kind: ProgramType) -> (bool, String) {
     }
 }
 
+/// What a missing cgroup capability means.
+const CGROUP_FIX: &str = "without it the monitor falls back to syscall tracepoints, which every \
+                          thread of the host pays for; use a kernel >= 5.9";
+
 /// Check everything. Cheap enough to run at every start (a few small BPF loads and file reads).
 pub fn check() -> Vec<Capability> {
     let mut caps = Vec::new();
@@ -263,7 +270,7 @@ pub fn check() -> Vec<Capability> {
     caps.push(Capability {
         name: "syscall tracepoints",
         available: syscalls,
-        required: true,
+        required: false,
         detail: if mounted.is_none() {
             "unknown until tracefs is mounted".into()
         } else if syscalls {
@@ -272,7 +279,8 @@ pub fn check() -> Vec<Capability> {
             "syscalls:sys_enter_connect missing (kernel built without CONFIG_FTRACE_SYSCALLS)"
                 .into()
         },
-        needed_for: "connect tracing (the core of every mode)",
+        needed_for: "the fallback data path (where the cgroup hooks cannot be used, or with \
+                     --syscall-tracepoints)",
         fix: "use a kernel with CONFIG_FTRACE_SYSCALLS=y (all major distributions)",
         min_kernel: Some(since::SYSCALL_TRACEPOINT_BPF),
         min_kernel_for: "BPF programs on syscalls:sys_enter_*/sys_exit_* tracepoints",
@@ -392,14 +400,15 @@ pub fn check() -> Vec<Capability> {
         min_kernel_for: "the bpf_get_attach_cookie helper in uprobe programs",
         kernel_meets_min: None,
     });
-    let (cgroup_sock, cgroup_detail) = program_supported(ProgramType::CgroupSockAddr);
+    let (cgroup_sock_addr, cgroup_detail) = program_supported(ProgramType::CgroupSockAddr);
     caps.push(Capability {
         name: "cgroup sock_addr programs",
-        available: cgroup_sock,
+        available: cgroup_sock_addr,
         required: false,
         detail: cgroup_detail,
-        needed_for: "nothing yet (optional)",
-        fix: "",
+        needed_for: "the default data path: connects and UDP destinations of targets \
+                     (cgroup/connect4|6, sendmsg4|6)",
+        fix: CGROUP_FIX,
         min_kernel: Some(since::CGROUP_SOCK_ADDR),
         min_kernel_for: "BPF_PROG_TYPE_CGROUP_SOCK_ADDR, connect4/connect6 hooks",
         kernel_meets_min: None,
@@ -410,10 +419,61 @@ pub fn check() -> Vec<Capability> {
         available: cgroup_skb,
         required: false,
         detail: cgroup_skb_detail,
-        needed_for: "nothing yet (optional)",
-        fix: "",
+        needed_for: "the default data path: the first bytes targets send (cgroup_skb/egress)",
+        fix: CGROUP_FIX,
         min_kernel: Some(since::CGROUP_SKB),
         min_kernel_for: "BPF_PROG_TYPE_CGROUP_SKB",
+        kernel_meets_min: None,
+    });
+    let (cgroup_sock, cgroup_sock_detail) = program_supported(ProgramType::CgroupSock);
+    caps.push(Capability {
+        name: "cgroup sock programs",
+        available: cgroup_sock,
+        required: false,
+        detail: cgroup_sock_detail,
+        needed_for: "the default data path: connects that never left the host \
+                     (cgroup/sock_release)",
+        fix: CGROUP_FIX,
+        min_kernel: Some(since::CGROUP_SOCK_RELEASE),
+        min_kernel_for: "the cgroup/sock_release hook",
+        kernel_meets_min: None,
+    });
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let cgroup_root = super::cgroup2_root(&mounts);
+    caps.push(Capability {
+        name: "cgroup v2 hierarchy",
+        available: cgroup_root.is_some(),
+        required: false,
+        detail: match &cgroup_root {
+            Some(root) => format!("mounted at {}", root.display()),
+            None => "no cgroup2 file system in /proc/mounts".into(),
+        },
+        needed_for: "the default data path: its hooks attach to the cgroup v2 root",
+        fix: "mount -t cgroup2 none /sys/fs/cgroup/unified (in a container: bind-mount the \
+              host's and share the host's cgroup namespace)",
+        min_kernel: Some(since::CGROUP_SOCK_ADDR),
+        min_kernel_for: "cgroup v2 with the hooks above",
+        kernel_meets_min: None,
+    });
+    let cgroup_path = cgroup_sock_addr && cgroup_skb && cgroup_sock && cgroup_root.is_some();
+    caps.push(Capability {
+        name: "data path",
+        available: cgroup_path || syscalls,
+        required: true,
+        detail: match (&cgroup_root, cgroup_path, syscalls) {
+            (Some(root), true, _) => format!(
+                "cgroup hooks on {}: untargeted processes pay nothing for their syscalls",
+                root.display()
+            ),
+            (_, false, true) => "syscall tracepoints (fallback: a cgroup row above is missing); \
+                                 every thread of the host pays the syscall slow path"
+                .into(),
+            _ => "neither the cgroup hooks nor the syscall tracepoints are usable".into(),
+        },
+        needed_for: "seeing connects and the first bytes of connections",
+        fix: "fix a cgroup row above (the default), or the syscall tracepoints row (the fallback)",
+        min_kernel: Some(since::CGROUP_SOCK_RELEASE),
+        min_kernel_for: "the cgroup data path; older kernels use the syscall tracepoint fallback",
         kernel_meets_min: None,
     });
     let (sk_storage, sk_storage_detail) =

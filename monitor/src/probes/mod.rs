@@ -4,7 +4,7 @@ pub mod caps;
 pub mod tracefs;
 pub mod uprobes;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use aya::{programs::TracePoint, Ebpf, EbpfLoader};
@@ -32,6 +32,8 @@ pub struct LoadOptions {
     pub max_sockets: u32,
     pub max_threads: u32,
     pub max_tls_sessions: u32,
+    /// Use the syscall tracepoints even where the cgroup hooks work.
+    pub syscall_tracepoints: bool,
 }
 
 impl Default for LoadOptions {
@@ -47,6 +49,7 @@ impl Default for LoadOptions {
             max_sockets: 65_536,
             max_threads: 16_384,
             max_tls_sessions: 65_536,
+            syscall_tracepoints: false,
         }
     }
 }
@@ -57,8 +60,17 @@ struct TracepointSpec {
     program: &'static str,
     category: &'static str,
     name: &'static str,
+    /// Required on the syscall data path (the cgroup path has its own connect hooks).
     required: bool,
     purpose: &'static str,
+}
+
+impl TracepointSpec {
+    /// A syscall tracepoint: attached only on the fallback data path (one attached syscall
+    /// tracepoint puts every thread of the host on the syscall slow path).
+    fn is_syscall(&self) -> bool {
+        self.category == "syscalls"
+    }
 }
 
 const TRACEPOINTS: &[TracepointSpec] = &[
@@ -153,6 +165,98 @@ pub struct Loaded {
     /// Reader of kernel-side diagnostics when `ebpf_log_level > 0`.
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     pub statuses: Vec<Status>,
+    pub data_path: DataPath,
+}
+
+/// Where connects and the first bytes of connections are seen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataPath {
+    /// `cgroup/connect4|6`, `cgroup_skb/egress` and `cgroup/sock_release` on the cgroup v2 root
+    /// (this path): untargeted processes pay one lookup per connect and per packet, and
+    /// nothing for other syscalls.
+    Cgroup(PathBuf),
+    /// Syscall tracepoints (`connect`, `write`, `sendto`, `writev`, `sendmsg`, `mmap`), when
+    /// the cgroup hooks cannot be used: every thread of the host pays the syscall slow path.
+    Syscalls,
+}
+
+/// The cgroup v2 hierarchy's mount point (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on
+/// hybrid hosts), from `/proc/mounts` text.
+pub fn cgroup2_root(mounts: &str) -> Option<PathBuf> {
+    mounts.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (_, mount_point, fstype) = (fields.next()?, fields.next()?, fields.next()?);
+        (fstype == "cgroup2").then(|| PathBuf::from(mount_point))
+    })
+}
+
+/// Programs of the cgroup data path.
+const CGROUP_PROGRAMS: [&str; 6] = [
+    "connect4",
+    "connect6",
+    "sendmsg4",
+    "sendmsg6",
+    "sock_release",
+    "skb_egress",
+];
+
+/// Undo a partial attach of the cgroup data path (both paths at once would report twice).
+fn detach_cgroup_path(ebpf: &mut Ebpf) {
+    use aya::programs::{CgroupSkb, CgroupSock, CgroupSockAddr};
+    for name in CGROUP_PROGRAMS {
+        let Some(program) = ebpf.program_mut(name) else {
+            continue;
+        };
+        let _ = match name {
+            "connect4" | "connect6" | "sendmsg4" | "sendmsg6" => {
+                <&mut CgroupSockAddr>::try_from(program).map(|p| p.unload().is_ok())
+            }
+            "sock_release" => <&mut CgroupSock>::try_from(program).map(|p| p.unload().is_ok()),
+            _ => <&mut CgroupSkb>::try_from(program).map(|p| p.unload().is_ok()),
+        };
+    }
+}
+
+/// Attach the cgroup data path's programs to `root`. Through BPF links (kernels 5.7 and later),
+/// which always coexist with other programs on the cgroup: the attach mode is the default
+/// (a link refuses the multi-attach flag).
+fn attach_cgroup_path(ebpf: &mut Ebpf, root: &Path) -> anyhow::Result<()> {
+    use aya::programs::{
+        cgroup_skb::CgroupSkbAttachType, CgroupAttachMode, CgroupSkb, CgroupSock, CgroupSockAddr,
+    };
+    let cgroup = std::fs::File::open(root)
+        .with_context(|| format!("opening the cgroup v2 root {}", root.display()))?;
+    for name in ["connect4", "connect6", "sendmsg4", "sendmsg6"] {
+        let program: &mut CgroupSockAddr = ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing from the eBPF object"))?
+            .try_into()?;
+        program.load().with_context(|| format!("loading {name}"))?;
+        program
+            .attach(&cgroup, CgroupAttachMode::Single)
+            .with_context(|| format!("attaching {name}"))?;
+    }
+    let program: &mut CgroupSock = ebpf
+        .program_mut("sock_release")
+        .context("program sock_release missing from the eBPF object")?
+        .try_into()?;
+    program.load().context("loading sock_release")?;
+    program
+        .attach(&cgroup, CgroupAttachMode::Single)
+        .context("attaching sock_release")?;
+    let program: &mut CgroupSkb = ebpf
+        .program_mut("skb_egress")
+        .context("program skb_egress missing from the eBPF object")?
+        .try_into()?;
+    program.load().context("loading skb_egress")?;
+    program
+        .attach(
+            &cgroup,
+            CgroupSkbAttachType::Egress,
+            CgroupAttachMode::Single,
+        )
+        .context("attaching skb_egress")?;
+    Ok(())
 }
 
 fn tracepoint_offsets(tracefs: &Path, statuses: &mut Vec<Status>) -> TracepointOffsets {
@@ -261,7 +365,51 @@ pub fn load(opts: &LoadOptions, tracefs: &Path) -> anyhow::Result<Loaded> {
         None
     };
 
+    // The data path: the cgroup hooks unless told otherwise or impossible here.
+    let mut data_path = DataPath::Syscalls;
+    if !opts.syscall_tracepoints {
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        match cgroup2_root(&mounts) {
+            Some(root) => match attach_cgroup_path(&mut ebpf, &root) {
+                Ok(()) => data_path = DataPath::Cgroup(root),
+                Err(err) => {
+                    detach_cgroup_path(&mut ebpf);
+                    statuses.push(Status::new(
+                    StatusKind::Warning,
+                    Some("data path".into()),
+                    format!(
+                        "the cgroup hooks could not be attached ({err:#}); falling back to syscall tracepoints"
+                    ),
+                ))
+                }
+            },
+            None => statuses.push(Status::new(
+                StatusKind::Warning,
+                Some("data path".into()),
+                "no cgroup v2 hierarchy is mounted; falling back to syscall tracepoints",
+            )),
+        }
+    }
+    statuses.push(match &data_path {
+        DataPath::Cgroup(root) => Status::new(
+            StatusKind::Attached,
+            Some("data path".into()),
+            format!(
+                "cgroup hooks on {} (connect4/6, sendmsg4/6, skb egress, sock_release): untargeted processes pay one lookup per connect and per packet",
+                root.display()
+            ),
+        ),
+        DataPath::Syscalls => Status::new(
+            StatusKind::Attached,
+            Some("data path".into()),
+            "syscall tracepoints (fallback): every thread of the host pays the syscall slow path",
+        ),
+    });
+
     for spec in TRACEPOINTS {
+        if spec.is_syscall() && data_path != DataPath::Syscalls {
+            continue;
+        }
         let component = format!("tracepoint:{}/{}", spec.category, spec.name);
         let result = (|| -> anyhow::Result<()> {
             if !tracefs::exists(tracefs, spec.category, spec.name) {
@@ -298,6 +446,7 @@ pub fn load(opts: &LoadOptions, tracefs: &Path) -> anyhow::Result<Loaded> {
         ebpf,
         logger,
         statuses,
+        data_path,
     })
 }
 
@@ -332,6 +481,25 @@ impl LoadOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cgroup2_root_on_pure_and_hybrid_hosts() {
+        assert_eq!(
+            cgroup2_root("cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid 0 0\n"),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        let hybrid = "tmpfs /sys/fs/cgroup tmpfs ro 0 0\n\
+                      cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n\
+                      cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n";
+        assert_eq!(
+            cgroup2_root(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        assert_eq!(
+            cgroup2_root("cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n"),
+            None
+        );
+    }
 
     #[test]
     fn map_sizes_are_parsed_strictly() {

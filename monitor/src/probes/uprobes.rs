@@ -49,7 +49,10 @@ impl LibraryKind {
             (self, provider),
             (LibraryKind::Libssl, Provider::Ssl)
                 | (LibraryKind::Libcrypto, Provider::Crypto)
-                | (LibraryKind::Embedded, Provider::Ssl | Provider::Crypto)
+                | (
+                    LibraryKind::Embedded,
+                    Provider::Ssl | Provider::Crypto | Provider::EmbeddedInternals
+                )
                 | (LibraryKind::Libc, Provider::Libc)
         )
     }
@@ -59,6 +62,9 @@ impl LibraryKind {
 enum Provider {
     Ssl,
     Crypto,
+    /// OpenSSL's internal functions, exported by binaries that embed it (Node exports all of
+    /// its symbols); a shared libssl hides them.
+    EmbeddedInternals,
     Libc,
 }
 
@@ -77,7 +83,9 @@ const fn hook(program: &'static str, symbol: &'static str, provider: Provider) -
     }
 }
 
-/// Every hook, by program name (entry and return programs are separate programs).
+/// Every host-wide hook, by program name (entry and return programs are separate programs).
+/// Each runs once per session or handshake, never per read or write, so untargeted users of
+/// the same library (a web server on the host) pay nothing per request.
 ///
 /// Kept to what the verdicts need: each attached uprobe costs the kernel an RCU grace period
 /// (~0.1 s, serialized system-wide) to detach. `SSL_connect` and `SSL_accept` are covered by
@@ -117,12 +125,11 @@ const HOOKS: &[Hook] = &[
         "SSL_get_verify_result",
         Provider::Ssl,
     ),
-    hook("ssl_read", "SSL_read", Provider::Ssl),
-    hook("ssl_read_ret", "SSL_read", Provider::Ssl),
-    hook("ssl_read", "SSL_read_ex", Provider::Ssl),
-    hook("ssl_read_ret", "SSL_read_ex", Provider::Ssl),
-    hook("ssl_write", "SSL_write", Provider::Ssl),
-    hook("ssl_write", "SSL_write_ex", Provider::Ssl),
+    hook(
+        "ssl_verify_chain",
+        "ssl_verify_cert_chain",
+        Provider::EmbeddedInternals,
+    ),
     hook(
         "param_set1_host",
         "X509_VERIFY_PARAM_set1_host",
@@ -139,13 +146,18 @@ const HOOKS: &[Hook] = &[
         "X509_STORE_CTX_get_error",
         Provider::Crypto,
     ),
-    hook("d2i_x509", "d2i_X509", Provider::Crypto),
     hook("libc_setenv", "setenv", Provider::Libc),
 ];
 
+/// Hooks on a shared `libssl`'s own PLT stub for a `libcrypto` function: they fire only when
+/// libssl calls it. `d2i_X509` decodes the server's certificates during a handshake (once per
+/// certificate), but also every certificate of each CA bundle any process loads: a probe on
+/// the function itself would trap in every untargeted process that loads its trust store.
+const PLT_HOOKS: &[Hook] = &[hook("d2i_x509", "d2i_X509", Provider::Ssl)];
+
 /// The programs to load once, before any attach.
 pub fn programs() -> Vec<&'static str> {
-    let mut names: Vec<&str> = HOOKS.iter().map(|h| h.program).collect();
+    let mut names: Vec<&str> = HOOKS.iter().chain(PLT_HOOKS).map(|h| h.program).collect();
     names.sort_unstable();
     names.dedup();
     names
@@ -153,10 +165,10 @@ pub fn programs() -> Vec<&'static str> {
 
 /// Hooks that start handshakes: their library's code range tells server-certificate decoding
 /// apart from trust-store loading (see `monitor-ebpf/src/probes/openssl.rs`).
-const HANDSHAKE_ENTRY_PROGRAMS: [&str; 3] = ["ssl_handshake", "ssl_read", "ssl_write"];
+const HANDSHAKE_ENTRY_PROGRAMS: [&str; 1] = ["ssl_handshake"];
 
 /// Symbols that mark an ELF file as carrying the OpenSSL API itself.
-const EMBEDDED_MARKERS: [&str; 2] = ["SSL_read", "SSL_CTX_set_verify"];
+const EMBEDDED_MARKERS: [&str; 2] = ["SSL_do_handshake", "SSL_CTX_set_verify"];
 
 /// A library we attached to (index = attach cookie).
 #[derive(Clone, Debug)]
@@ -332,6 +344,65 @@ pub fn resolve_symbols(data: &[u8]) -> anyhow::Result<HashMap<String, u64>> {
     Ok(found)
 }
 
+/// File offsets of the PLT stubs through which the file calls `names` in another library: the
+/// `jmp *slot(%rip)` (with its `bnd` prefix, if any) whose slot the dynamic linker fills with
+/// the function's address. Found by following the jumps of `.plt`, `.plt.sec` and `.plt.got`
+/// to the slots the dynamic relocations name, so any PLT layout (lazy, `-z now`, IBT) works.
+/// Empty when the file has no section headers or calls none of them through a PLT.
+pub fn resolve_plt_stubs(data: &[u8], names: &[&str]) -> HashMap<String, u64> {
+    use object::{Object as _, ObjectSection as _, ObjectSymbol as _, ObjectSymbolTable as _};
+    let mut found = HashMap::new();
+    let Ok(file) = object::File::parse(data) else {
+        return found;
+    };
+    let (Some(relocations), Some(symbols)) =
+        (file.dynamic_relocations(), file.dynamic_symbol_table())
+    else {
+        return found;
+    };
+    let slots: HashMap<u64, &str> = relocations
+        .filter_map(|(slot, relocation)| {
+            let object::RelocationTarget::Symbol(index) = relocation.target() else {
+                return None;
+            };
+            let name = symbols.symbol_by_index(index).ok()?.name().ok()?;
+            let name = name.split('@').next().unwrap_or(name);
+            let name = names.iter().find(|n| **n == name)?;
+            Some((slot, *name))
+        })
+        .collect();
+    if slots.is_empty() {
+        return found;
+    }
+    for section in file.sections() {
+        if !matches!(section.name(), Ok(".plt" | ".plt.sec" | ".plt.got")) {
+            continue;
+        }
+        let (Ok(code), Some((file_offset, _))) = (section.data(), section.file_range()) else {
+            continue;
+        };
+        for at in 0..code.len().saturating_sub(5) {
+            if code[at] != 0xff || code[at + 1] != 0x25 {
+                continue;
+            }
+            let disp = i32::from_le_bytes([code[at + 2], code[at + 3], code[at + 4], code[at + 5]]);
+            let next = section.address() + at as u64 + 6;
+            let Some(name) = slots.get(&next.wrapping_add_signed(disp as i64)) else {
+                continue;
+            };
+            let start = if at > 0 && code[at - 1] == 0xf2 {
+                at - 1
+            } else {
+                at
+            };
+            found
+                .entry(name.to_string())
+                .or_insert(file_offset + start as u64);
+        }
+    }
+    found
+}
+
 /// Where a process keeps its shared libraries (probed before they are mapped).
 fn library_dirs() -> Vec<String> {
     let triple = format!("{}-linux-gnu", std::env::consts::ARCH);
@@ -345,6 +416,44 @@ fn library_dirs() -> Vec<String> {
         "/usr/local/lib".into(),
         "/usr/local/lib64".into(),
     ]
+}
+
+/// TLS libraries and the C library in these directories of a root filesystem.
+fn libraries_in(root: &Path, dirs: &[String]) -> Vec<Candidate> {
+    let mut found = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = fs::read_dir(root.join(dir.trim_start_matches('/'))) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if is_versioned_library(&name) {
+                found.push(Candidate {
+                    path: format!("{}/{name}", dir.trim_end_matches('/')),
+                    open: entry.path(),
+                    kind: kind_by_name(&name),
+                });
+            }
+        }
+    }
+    found
+}
+
+/// The directories of `LD_LIBRARY_PATH` in a process's environment (`/proc/PID/environ`
+/// bytes): where its dynamic loader will look first for a library it loads later. Only this
+/// variable is kept.
+pub fn library_path_dirs(environ: &[u8]) -> Vec<String> {
+    environ
+        .split(|&b| b == 0)
+        .find_map(|e| e.strip_prefix(b"LD_LIBRARY_PATH="))
+        .map(|v| {
+            String::from_utf8_lossy(v)
+                .split(':')
+                .filter(|d| d.starts_with('/'))
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Client libraries that check the server's host name in their own code rather than through
@@ -515,29 +624,13 @@ impl TlsProbes {
     /// TLS libraries and the C library in a root filesystem's standard directories (once per
     /// root).
     fn root_libraries(&mut self, root: &Path) -> Vec<Candidate> {
-        let mut found = Vec::new();
         let Ok(meta) = fs::metadata(root) else {
-            return found;
+            return Vec::new();
         };
         if !self.roots_seen.insert((meta.dev(), meta.ino())) {
-            return found;
+            return Vec::new();
         }
-        for dir in library_dirs() {
-            let Ok(entries) = fs::read_dir(root.join(dir.trim_start_matches('/'))) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if is_versioned_library(&name) {
-                    found.push(Candidate {
-                        path: format!("{dir}/{name}"),
-                        open: entry.path(),
-                        kind: kind_by_name(&name),
-                    });
-                }
-            }
-        }
-        found
+        libraries_in(root, &library_dirs())
     }
 
     /// Attach to everything TLS-related that process `pid` (started at `start`) has mapped or
@@ -584,6 +677,10 @@ impl TlsProbes {
             });
         }
         candidates.extend(self.root_libraries(&root));
+        // A library loaded later (Python imports `_ssl` lazily) is looked for in
+        // LD_LIBRARY_PATH first: probe those directories' TLS libraries now.
+        let environ = fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        candidates.extend(libraries_in(&root, &library_path_dirs(&environ)));
         for candidate in candidates {
             let (index, status) = self.consider(ebpf, Some(pid), candidate);
             if let Some(index) = index {
@@ -666,6 +763,12 @@ impl TlsProbes {
             }
         };
         let segments = exec_segments(&data);
+        let plt = if kind == Some(LibraryKind::Libssl) {
+            let names: Vec<&str> = PLT_HOOKS.iter().map(|h| h.symbol).collect();
+            resolve_plt_stubs(&data, &names)
+        } else {
+            HashMap::new()
+        };
         drop(data);
         let kind = match kind {
             Some(kind) => kind,
@@ -692,13 +795,20 @@ impl TlsProbes {
         let mut cookies = Vec::new();
         let mut missing = Vec::new();
         let mut errors = Vec::new();
-        for (hook_index, hook) in HOOKS
+        // Function hooks by their symbol, then PLT hooks by their stub (cookies number them
+        // in that order).
+        let points = HOOKS
             .iter()
+            .map(|h| (h, symbols.get(h.symbol), true))
+            .chain(PLT_HOOKS.iter().map(|h| (h, plt.get(h.symbol), false)));
+        for (hook_index, (hook, offset, function)) in points
             .enumerate()
-            .filter(|(_, h)| kind.provides(h.provider))
+            .filter(|(_, (h, _, _))| kind.provides(h.provider))
         {
-            let Some(&offset) = symbols.get(hook.symbol) else {
-                missing.push(hook.symbol);
+            let Some(&offset) = offset else {
+                if function {
+                    missing.push(hook.symbol);
+                }
                 continue;
             };
             let cookie = ((index as u64) << COOKIE_HOOK_BITS) | hook_index as u64;
@@ -864,9 +974,8 @@ mod tests {
         .expect("libssl.so.3 is on this machine");
         let symbols = resolve_symbols(&libssl).unwrap();
         for name in [
-            "SSL_read",
-            "SSL_read_ex",
-            "SSL_write_ex",
+            "SSL_do_handshake",
+            "SSL_get_verify_result",
             "SSL_CTX_set_verify",
             "SSL_new",
             "SSL_ctrl",
@@ -883,7 +992,37 @@ mod tests {
             EMBEDDED_MARKERS.iter().all(|m| symbols.contains_key(*m)),
             "node exports OpenSSL"
         );
-        assert!(symbols.contains_key("d2i_X509") && symbols.contains_key("X509_verify_cert"));
+        assert!(
+            !symbols.contains_key("SSL_read") && !symbols.contains_key("SSL_write"),
+            "the read and write paths are not hooked"
+        );
+        assert!(symbols.contains_key("X509_verify_cert"));
+        assert!(
+            symbols.contains_key("ssl_verify_cert_chain"),
+            "node exports OpenSSL's internals too"
+        );
+        assert!(
+            !symbols.contains_key("d2i_X509"),
+            "d2i_X509 is never hooked host-wide: every trust-store load would trap"
+        );
+    }
+
+    /// libssl calls `d2i_X509` through its PLT: the stub is a jump through the slot the
+    /// dynamic linker fills (libcrypto's own calls, the trust-store loads, pass through
+    /// libcrypto's PLT instead, never probed).
+    #[test]
+    fn plt_stubs_of_this_machines_libssl() {
+        let dir = format!("/usr/lib/{}-linux-gnu", std::env::consts::ARCH);
+        let libssl = fs::read(format!("{dir}/libssl.so.3")).unwrap();
+        let stubs = resolve_plt_stubs(&libssl, &["d2i_X509", "no_such_function"]);
+        assert_eq!(stubs.len(), 1, "{stubs:?}");
+        let at = stubs["d2i_X509"] as usize;
+        let jump = match libssl[at] {
+            0xf2 => &libssl[at + 1..at + 3],
+            _ => &libssl[at..at + 2],
+        };
+        assert_eq!(jump, [0xff, 0x25], "an indirect jump at {at:#x}");
+        assert!(resolve_plt_stubs(b"not an ELF file", &["d2i_X509"]).is_empty());
     }
 
     #[test]
@@ -906,6 +1045,15 @@ mod tests {
             text_range(&segments, 0).is_none(),
             "the ELF header is not code"
         );
+    }
+
+    #[test]
+    fn library_paths_from_the_environment() {
+        assert_eq!(
+            library_path_dirs(b"A=1\0LD_LIBRARY_PATH=/opt/x:rel:/opt/y\0B=2\0"),
+            vec!["/opt/x", "/opt/y"]
+        );
+        assert!(library_path_dirs(b"A=1\0").is_empty());
     }
 
     #[test]

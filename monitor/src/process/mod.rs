@@ -138,6 +138,22 @@ impl ProcFs {
         })
     }
 
+    /// The libraries the process's executable names as needed (`DT_NEEDED`): read through
+    /// `/proc/PID/exe`, or from `fallback` (the path an exec event named) when the process is
+    /// gone. Empty when neither can be read.
+    pub fn needed_libraries(&self, pid: u32, fallback: Option<&str>) -> Vec<String> {
+        let file = fs::File::open(self.path(pid, "exe"))
+            .or_else(|_| fs::File::open(fallback.ok_or(std::io::ErrorKind::NotFound)?));
+        let Ok(file) = file else {
+            return Vec::new();
+        };
+        // SAFETY: read-only private mapping of a file we just opened, dropped before return.
+        match unsafe { memmap2::Mmap::map(&file) } {
+            Ok(data) => needed_libraries(&data),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// `/proc/PID/maps` (empty when unreadable).
     pub fn maps(&self, pid: u32) -> String {
         fs::read_to_string(self.path(pid, "maps")).unwrap_or_default()
@@ -166,6 +182,37 @@ impl ProcFs {
     pub fn exists(&self, pid: u32) -> bool {
         self.root.join(pid.to_string()).exists()
     }
+}
+
+/// The libraries an ELF executable names as needed (`DT_NEEDED`), without loading it.
+pub fn needed_libraries(data: &[u8]) -> Vec<String> {
+    use object::read::elf::{Dyn as _, FileHeader as _, SectionHeader as _};
+    let Ok(header) = object::elf::FileHeader64::<object::Endianness>::parse(data) else {
+        return Vec::new();
+    };
+    let Ok(endian) = header.endian() else {
+        return Vec::new();
+    };
+    let Ok(sections) = header.sections(endian, data) else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    for section in sections.iter() {
+        let Ok(Some((entries, link))) = section.dynamic(endian, data) else {
+            continue;
+        };
+        let Ok(strings) = sections.strings(endian, data, link) else {
+            continue;
+        };
+        for entry in entries {
+            if entry.tag32(endian) == Some(object::elf::DT_NEEDED as i32) {
+                if let Ok(name) = entry.string(endian, strings) {
+                    names.push(String::from_utf8_lossy(name).into_owned());
+                }
+            }
+        }
+    }
+    names
 }
 
 /// What reading a process from /proc gave.
@@ -256,6 +303,17 @@ mod tests {
         assert!(procfs.load(78, &redactor()).is_none(), "vanished process");
         assert_eq!(procfs.pids(), vec![77]);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn needed_libraries_of_an_executable() {
+        let curl = fs::read("/usr/bin/curl").expect("curl is on this machine");
+        let needed = needed_libraries(&curl);
+        assert!(
+            needed.iter().any(|n| n.starts_with("libcurl.so")),
+            "{needed:?}"
+        );
+        assert!(needed_libraries(b"not an elf").is_empty());
     }
 
     #[test]

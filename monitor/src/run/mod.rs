@@ -58,6 +58,8 @@ pub struct RunArgs {
     pub ebpf_log_level: u8,
     /// Kernel map sizes (`LoadOptions::set_map_sizes`), when not the defaults.
     pub map_sizes: Option<String>,
+    /// Force the syscall-tracepoint data path.
+    pub syscall_tracepoints: bool,
 }
 
 /// Ring-buffer records handled per wake-up at most, so signals and timers are served between
@@ -74,6 +76,9 @@ const FINAL_WAIT: Duration = Duration::from_millis(200);
 
 /// Records of one process that wait until it is read.
 struct Waiting {
+    /// The process's start time (0: unknown): a late record of an earlier process with the same
+    /// pid is not its record.
+    start: u64,
     events: VecDeque<RawEvent>,
 }
 
@@ -159,8 +164,9 @@ impl Session {
         Ok(())
     }
 
-    fn wait(&mut self, pid: u32, event: Option<RawEvent>) {
+    fn wait(&mut self, pid: u32, start: u64, event: Option<RawEvent>) {
         let waiting = self.waiting.entry(pid).or_insert_with(|| Waiting {
+            start,
             events: VecDeque::new(),
         });
         if let Some(event) = event {
@@ -198,13 +204,14 @@ impl Session {
         if pid == self.own_pid {
             return Ok(());
         }
-        if self.waiting.contains_key(&pid) {
-            self.wait(pid, Some(event));
+        let same = |w: &Waiting| w.start == 0 || start == 0 || w.start == start;
+        if self.waiting.get(&pid).is_some_and(same) {
+            self.wait(pid, start, Some(event));
             return Ok(());
         }
         match event {
             RawEvent::Exec(e) => {
-                self.wait(pid, None);
+                self.wait(pid, start, None);
                 let reason = LoadReason::Exec {
                     inherited: e.targeted,
                     comm: e.comm,
@@ -223,7 +230,7 @@ impl Session {
                         RawEvent::Connect(c) => c.comm,
                         _ => decode::Comm::from(""),
                     };
-                    self.wait(pid, Some(event));
+                    self.wait(pid, start, Some(event));
                     self.load(pid, start, LoadReason::FirstSight { comm });
                 }
                 // Else: a late record of a process already concluded.
@@ -249,9 +256,18 @@ impl Session {
                     .get(t.library as usize)
                     .map(|l| (l.path.clone(), l.kind));
                 let library = library.as_ref().map(|(p, k)| (p.as_str(), *k));
+                let key = ProcessKey::new(t.tgid, t.start);
+                let first = self.analyzer.first_tls_activity(key);
                 self.analyzer.tls(&t, library, time, out);
+                if first {
+                    // Which client libraries it has loaded by now (libpq through psycopg,
+                    // say): read before its next records, while it is busy with TLS.
+                    self.wait(t.tgid, t.start, None);
+                    self.load(t.tgid, t.start, LoadReason::Libraries);
+                }
             }
             RawEvent::Cert(c) => self.analyzer.cert(&c, time),
+            RawEvent::TlsRecord(r) => self.analyzer.tls_record(&r, time, out),
             RawEvent::Exit(e) => {
                 let key = ProcessKey::new(e.tgid, e.start);
                 if e.thread_only {
@@ -360,6 +376,11 @@ impl Session {
                 }
                 self.install(key, &loaded);
             }
+            LoadReason::Libraries => {
+                if self.analyzer.knows(key) {
+                    self.set_name_checks(key, &loaded);
+                }
+            }
             LoadReason::Scanned => {}
         }
         self.drain()?;
@@ -381,6 +402,9 @@ impl Session {
     /// waiting records go, counted.
     fn abandon(&mut self, waiting: Option<Waiting>) -> anyhow::Result<()> {
         if let Some(w) = waiting {
+            for event in &w.events {
+                tracing::debug!("record of an unwatched process dropped: {event:?}");
+            }
             self.drops.add("unowned_records", w.events.len() as u64);
         }
         self.drain()
@@ -687,6 +711,7 @@ async fn start(args: RunArgs) -> anyhow::Result<Started> {
         filter_all: matches!(args.selector, Selector::All),
         report_all_execs: args.selector.needs_all_execs(),
         ebpf_log_level: args.ebpf_log_level,
+        syscall_tracepoints: args.syscall_tracepoints,
         ..LoadOptions::default()
     };
     if let Some(spec) = &args.map_sizes {

@@ -34,6 +34,8 @@ pub enum LoadReason {
     },
     /// Read at the start-up scan already: only its mappings and environment.
     Scanned,
+    /// Its first TLS activity: which libraries it has mapped by now.
+    Libraries,
 }
 
 pub enum Request {
@@ -105,11 +107,24 @@ pub fn load(
     reason: LoadReason,
 ) -> Loaded {
     let read = match reason {
-        LoadReason::Scanned => None,
+        LoadReason::Scanned | LoadReason::Libraries => None,
         _ => procfs.load(pid, redactor),
     };
-    let app_checks_names = uprobes::checks_names_itself(&procfs.maps(pid));
-    let env = bypass_env(procfs, pid);
+    // Mapped already, or named by the executable (the dynamic loader maps those before the
+    // program runs: this holds even when the process is gone before its maps are read).
+    let executable = match &reason {
+        LoadReason::Exec { filename, .. } => Some(filename.as_str()),
+        _ => None,
+    };
+    let app_checks_names = uprobes::checks_names_itself(&procfs.maps(pid))
+        || procfs
+            .needed_libraries(pid, executable)
+            .iter()
+            .any(|name| uprobes::library_checks_names(name));
+    let env = match reason {
+        LoadReason::Libraries => Vec::new(),
+        _ => bypass_env(procfs, pid),
+    };
     Loaded {
         pid,
         start,
