@@ -1,10 +1,55 @@
 //! `egress-monitor doctor`: what this kernel and machine support, what will and won't work, why.
 use std::io::Write;
 
+use serde::Serialize;
+
 use crate::{
+    detect::{cmdline::CmdlineRedactor, redact::Fingerprinter},
     output::Format,
     probes::caps::{self, Capability, KernelVersion},
+    process::{discover::Discovery, mcp::McpMatcher, ProcFs},
 };
+
+/// A process `run --mcp` would watch (or a candidate it would not), and why.
+#[derive(Debug, Serialize)]
+struct McpServer {
+    pid: u32,
+    comm: String,
+    /// Secrets redacted.
+    cmdline: Vec<String>,
+    reason: String,
+}
+
+/// The MCP servers on this host by the rules of `run --mcp`, and the candidates: processes an
+/// MCP host started over stdio that nothing else marks as MCP servers.
+fn mcp_servers(matcher: &McpMatcher) -> (Vec<McpServer>, Vec<McpServer>) {
+    let procfs = ProcFs::default();
+    let redactor = CmdlineRedactor::new(Fingerprinter::random(), false);
+    let mut discovery = Discovery::default();
+    let own = std::process::id();
+    let (mut servers, mut candidates) = (Vec::new(), Vec::new());
+    let mut pids = procfs.pids();
+    pids.sort_unstable();
+    for pid in pids.into_iter().filter(|&p| p != own) {
+        let Some(mut read) = procfs.load(pid, &redactor) else {
+            continue;
+        };
+        read.info.discovered = discovery.examine(&procfs, &read.info);
+        let info = read.info;
+        let server = |reason: String| McpServer {
+            pid,
+            comm: info.comm.clone(),
+            cmdline: info.cmdline.clone(),
+            reason,
+        };
+        if let Some(reason) = matcher.reason(&info) {
+            servers.push(server(reason));
+        } else if let Some(host) = &info.discovered.host {
+            candidates.push(server(host.clone()));
+        }
+    }
+    (servers, candidates)
+}
 
 /// The line under a capability that gives the first kernel providing it and how this one
 /// compares, so a missing capability reads as "upgrade the kernel" or as "configure it".
@@ -32,8 +77,10 @@ fn kernel_line(c: &Capability, running: Option<KernelVersion>) -> String {
     line
 }
 
-pub fn run(format: Format) -> anyhow::Result<bool> {
+pub fn run(format: Format, mcp_patterns: &[String]) -> anyhow::Result<bool> {
+    let matcher = McpMatcher::new(mcp_patterns)?;
     let capabilities = caps::check();
+    let (servers, candidates) = mcp_servers(&matcher);
     let ready = caps::missing_required(&capabilities).is_empty();
     let running = KernelVersion::running();
     let mut out = std::io::stdout().lock();
@@ -45,6 +92,8 @@ pub fn run(format: Format) -> anyhow::Result<bool> {
                 "kernel_version": running,
                 "ready": ready,
                 "capabilities": capabilities,
+                "mcp_servers": servers,
+                "mcp_candidates": candidates,
             });
             writeln!(out, "{doc}")?;
         }
@@ -67,6 +116,35 @@ pub fn run(format: Format) -> anyhow::Result<bool> {
                 if !c.available && !c.fix.is_empty() {
                     writeln!(out, "         {:<width$}  fix: {}", "", c.fix)?;
                 }
+            }
+            let list = |out: &mut std::io::StdoutLock, list: &[McpServer]| {
+                for s in list {
+                    writeln!(out, "  pid {} {}: {}", s.pid, s.comm, s.reason)?;
+                    writeln!(out, "      {}", s.cmdline.join(" "))?;
+                }
+                std::io::Result::Ok(())
+            };
+            if servers.is_empty() {
+                writeln!(
+                    out,
+                    "MCP servers running now: none found (`run --mcp` also watches those that \
+                     start later; `--mcp-pattern` adds your own)"
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "MCP servers running now ({}, watched by `run --mcp`):",
+                    servers.len()
+                )?;
+                list(&mut out, &servers)?;
+            }
+            if !candidates.is_empty() {
+                writeln!(
+                    out,
+                    "candidates, not watched (an MCP host started them over stdio, nothing else \
+                     says MCP; `--mcp-pattern` or `--pid` watches them):"
+                )?;
+                list(&mut out, &candidates)?;
             }
             if ready {
                 writeln!(

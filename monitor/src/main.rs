@@ -25,6 +25,9 @@ enum Command {
     Doctor {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
+        /// Also treat processes whose command line matches REGEX as MCP servers (as `run`).
+        #[arg(long, value_name = "REGEX")]
+        mcp_pattern: Vec<String>,
     },
 }
 
@@ -126,9 +129,10 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Doctor { format } => {
-            doctor::run(format).map(|ready| ready.then_some(()).is_some())
-        }
+        Command::Doctor {
+            format,
+            mcp_pattern,
+        } => doctor::run(format, &mcp_pattern).map(|ready| ready.then_some(()).is_some()),
         Command::Run(args) => {
             let level = match args.ebpf_log.as_deref() {
                 None => 0,

@@ -334,7 +334,7 @@ fn postgres_bin() -> String {
     format!("/usr/lib/postgresql/{version}/bin")
 }
 
-fn monitor_bin() -> PathBuf {
+pub fn monitor_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("EGRESS_MONITOR_BIN") {
         return PathBuf::from(bin);
     }

@@ -427,8 +427,12 @@ fn mcp_mode_finds_a_server_started_later_and_its_child_but_not_others() {
         .find(|e| e["process"]["pid"] == server_pid)
         .unwrap_or_else(|| panic!("the MCP server was not targeted:\n{}", run.dump()));
     assert_eq!(target["process"]["mcp"], true);
+    // What it is built from decides first: its package depends on the official SDK.
     assert!(
-        target["reason"].as_str().unwrap().contains("mcp-server"),
+        target["reason"]
+            .as_str()
+            .unwrap()
+            .contains("package.json lists @modelcontextprotocol/sdk"),
         "{target}"
     );
 

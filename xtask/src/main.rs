@@ -276,23 +276,29 @@ fn mount_tracefs() -> anyhow::Result<()> {
     run(Command::new("mount").args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"]))
 }
 
-/// PyPI packages for the Python test clients, in a virtualenv next to them.
+/// PyPI packages for the Python test clients, each set in a virtualenv next to its
+/// requirements: `python` (HTTP clients) and `python-mcp` (the official MCP SDK; its own venv,
+/// because a venv with `mcp` installed makes every Python in it an MCP server to the monitor).
 fn ensure_python_clients(root: &Path) -> anyhow::Result<()> {
-    let dir = root.join("tests/clients/python");
-    let requirements = std::fs::read_to_string(dir.join("requirements.txt"))?;
-    let venv = dir.join(".venv");
-    let stamp = venv.join("installed-requirements.txt");
-    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == requirements) {
-        return Ok(());
+    for name in ["python", "python-mcp"] {
+        let dir = root.join("tests/clients").join(name);
+        let requirements = std::fs::read_to_string(dir.join("requirements.txt"))?;
+        let venv = dir.join(".venv");
+        let stamp = venv.join("installed-requirements.txt");
+        if std::fs::read_to_string(&stamp).is_ok_and(|s| s == requirements) {
+            continue;
+        }
+        step(&format!(
+            "installing the Python test clients' packages (venv + pip): tests/clients/{name}"
+        ));
+        if !venv.join("bin/python3").exists() {
+            run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+        }
+        run(Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(dir.join("requirements.txt")))?;
+        std::fs::write(stamp, requirements)?;
     }
-    step("installing the Python test clients' packages (venv + pip)");
-    if !venv.join("bin/python3").exists() {
-        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
-    }
-    run(Command::new(venv.join("bin/pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
-        .arg(dir.join("requirements.txt")))?;
-    std::fs::write(stamp, requirements)?;
     Ok(())
 }
 

@@ -128,6 +128,8 @@ pub const TOOLS: &[Tool] = &[
     tool("runuser", &["util-linux"], Use::Tests),
     tool("chown", &["coreutils"], Use::Tests),
     tool("chmod", &["coreutils"], Use::Tests),
+    // Go programs the tests build from the standard library (offline: GOPROXY=off).
+    tool("go", &["golang-go"], Use::Tests),
     // The bench's servers and load generators.
     tool("nginx", &["nginx"], Use::Bench),
     tool("wrk", &["wrk"], Use::Bench),
@@ -138,7 +140,6 @@ pub const TOOLS: &[Tool] = &[
     tool("prometheus", &["prometheus"], Use::Later),
     tool("chromium", &["chromium"], Use::Later),
     tool("systemd-analyze", &["systemd"], Use::Later),
-    tool("go", &["golang-go"], Use::Later),
     tool("podman", &["podman"], Use::Later),
 ];
 
@@ -427,10 +428,11 @@ mod tests {
             .filter(|t| t.used_by.now())
             .flat_map(|t| t.packages.iter().copied())
             .collect();
-        for heavy in ["chromium", "golang-go", "prometheus", "podman", "systemd"] {
+        for heavy in ["chromium", "prometheus", "podman", "systemd"] {
             assert!(!now.contains(&heavy), "{heavy} would be installed by setup");
         }
         for needed in [
+            "golang-go",
             "redis-server",
             "redis-tools",
             "postgresql",

@@ -1,6 +1,8 @@
-//! Which processes are MCP servers, judged from their executable and command line.
+//! Which processes are MCP servers. What a program is built from decides first (see
+//! [`super::discover`]: its package manifest, imports, build information, class path); then its
+//! name; then the user's patterns.
 //!
-//! The heuristics, all applied to the *program names* of a command line (the executable, `argv[0]`
+//! The name heuristics, all applied to the *program names* of a command line (the executable, `argv[0]`
 //! and, for interpreters and package runners, the script, module or package they run), never to
 //! arbitrary arguments, so `vim mcp.txt` is not an MCP server:
 //!
@@ -12,6 +14,8 @@
 //! 4. well-known MCP runners whose names do not say so: `fastmcp`, `supergateway`;
 //! 5. user patterns (`--mcp-pattern REGEX`), matched against the whole command line.
 use regex::Regex;
+
+use super::ProcessInfo;
 
 /// Interpreters and package runners: the program they run is the first non-option argument
 /// (after a sub-command such as `exec`, `run`, `dlx`), or the value of `-m` / `-jar`.
@@ -149,8 +153,22 @@ impl McpMatcher {
         Ok(Self { patterns })
     }
 
-    /// Why this process looks like an MCP server, or `None`.
-    pub fn reason(&self, exe: Option<&str>, cmdline: &[String]) -> Option<String> {
+    /// Why this process is an MCP server, or `None`: what it is built from, else its name, else
+    /// a user pattern; with the MCP host that started it, when one did.
+    pub fn reason(&self, info: &ProcessInfo) -> Option<String> {
+        let reason = info
+            .discovered
+            .built_from
+            .clone()
+            .or_else(|| self.by_name(info.exe.as_deref(), &info.cmdline))?;
+        Some(match &info.discovered.host {
+            Some(host) => format!("{reason}; {host}"),
+            None => reason,
+        })
+    }
+
+    /// Why this process's names look like an MCP server's, or `None`.
+    pub fn by_name(&self, exe: Option<&str>, cmdline: &[String]) -> Option<String> {
         if let Some(reason) = exe.and_then(|e| name_reason(basename(e), false)) {
             return Some(reason);
         }
@@ -214,7 +232,7 @@ mod tests {
 
     fn matches(exe: &str, cmd: &str) -> bool {
         McpMatcher::default()
-            .reason(Some(exe), &argv(cmd))
+            .by_name(Some(exe), &argv(cmd))
             .is_some()
     }
 
@@ -311,25 +329,47 @@ mod tests {
         ));
         assert!(!matches("/usr/bin/python3.11", "python3 /srv/mcpeople.py"));
         assert!(!matches("/usr/sbin/nginx", "nginx: worker process"));
-        assert!(McpMatcher::default().reason(None, &[]).is_none());
+        assert!(McpMatcher::default().by_name(None, &[]).is_none());
     }
 
     #[test]
     fn user_patterns_extend_the_heuristics() {
         let m = McpMatcher::new(&["^python3 .*/tools/agent_bridge\\.py".into()]).unwrap();
         assert!(m
-            .reason(
+            .by_name(
                 Some("/usr/bin/python3.11"),
                 &argv("python3 /opt/tools/agent_bridge.py")
             )
             .is_some());
         assert!(m
-            .reason(
+            .by_name(
                 Some("/usr/bin/python3.11"),
                 &argv("python3 /opt/tools/other.py")
             )
             .is_none());
         assert!(McpMatcher::new(&["(".into()]).is_err());
+    }
+
+    #[test]
+    fn what_a_program_is_built_from_comes_first() {
+        let mut info = ProcessInfo {
+            exe: Some("/usr/bin/node".into()),
+            cmdline: argv("node /srv/mcp/weather/index.js"),
+            ..Default::default()
+        };
+        let m = McpMatcher::default();
+        assert!(m.reason(&info).unwrap().contains("MCP directory"));
+        info.discovered.built_from = Some("package.json lists fastmcp".into());
+        assert_eq!(m.reason(&info).unwrap(), "package.json lists fastmcp");
+        info.discovered.host = Some("started by claude".into());
+        assert_eq!(
+            m.reason(&info).unwrap(),
+            "package.json lists fastmcp; started by claude"
+        );
+        // The host alone is a candidate, not a reason.
+        info.discovered.built_from = None;
+        info.cmdline = argv("node /srv/app/index.js");
+        assert_eq!(m.reason(&info), None);
     }
 
     #[test]

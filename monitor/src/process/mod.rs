@@ -1,5 +1,7 @@
 //! Processes: who they are (enrichment from /proc) and which ones are watched (targets).
 pub mod cgroup;
+pub mod discover;
+pub mod gobuild;
 pub mod mcp;
 pub mod targets;
 
@@ -26,6 +28,9 @@ pub struct ProcessInfo {
     /// Why the process is watched (for `target` events), when it is.
     #[serde(skip)]
     pub mcp_reason: Option<String>,
+    /// What its program is built from (see [`discover`]).
+    #[serde(skip)]
+    pub discovered: discover::Discovered,
 }
 
 /// Where /proc is (tests point this at a fixture tree).
@@ -83,7 +88,7 @@ impl ProcFs {
         Self { root: root.into() }
     }
 
-    fn path(&self, pid: u32, file: &str) -> PathBuf {
+    pub(crate) fn path(&self, pid: u32, file: &str) -> PathBuf {
         self.root.join(pid.to_string()).join(file)
     }
 
@@ -130,6 +135,7 @@ impl ProcFs {
             mcp: false,
             cgroups,
             mcp_reason: None,
+            discovered: Default::default(),
         };
         Some(ReadProcess {
             info,

@@ -151,7 +151,7 @@ impl<M: TargetMap> Targeting<M> {
 
     /// Name a process an MCP server (or not), with the reason; a child of an MCP server is one.
     pub fn label(&self, mut info: ProcessInfo, parent_mcp: bool) -> ProcessInfo {
-        info.mcp_reason = self.matcher.reason(info.exe.as_deref(), &info.cmdline);
+        info.mcp_reason = self.matcher.reason(&info);
         info.mcp = info.mcp_reason.is_some() || parent_mcp;
         info
     }
@@ -166,7 +166,7 @@ impl<M: TargetMap> Targeting<M> {
         // Label MCP servers first; descendants inherit the label below.
         let mut reasons: HashMap<u32, String> = HashMap::new();
         for (info, _) in all.values_mut() {
-            info.mcp_reason = self.matcher.reason(info.exe.as_deref(), &info.cmdline);
+            info.mcp_reason = self.matcher.reason(info);
             info.mcp = info.mcp_reason.is_some();
             if let Some(reason) = self.selector.reason(info) {
                 reasons.insert(info.pid, reason);

@@ -39,8 +39,9 @@ use crate::{
         LoadOptions,
     },
     process::{
+        discover::Discovery,
         mcp::McpMatcher,
-        targets::{Selector, TargetMap, Targeting},
+        targets::{NewTarget, Selector, TargetMap, Targeting},
         vanished, ProcFs, ProcessInfo,
     },
 };
@@ -644,6 +645,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// Everything `run` prepared before the loop starts.
 struct Started {
+    /// The MCP servers the start-up scan found, for the ready line.
+    mcp_servers: String,
     session: Session,
     mode: String,
     duration: Option<Duration>,
@@ -791,12 +794,16 @@ async fn start(args: RunArgs) -> anyhow::Result<Started> {
 
     // Probes are attached before the scan, so a process exec'd meanwhile arrives as an event.
     let own_pid = std::process::id();
+    let mut discovery = Discovery::default();
     let all: Vec<(ProcessInfo, u64, Vec<crate::detect::secret::Secret>)> = procfs
         .pids()
         .into_iter()
         .filter(|&pid| pid != own_pid)
         .filter_map(|pid| procfs.load(pid, &redactor))
-        .map(|r| (r.info, r.start, r.secrets))
+        .map(|mut r| {
+            r.info.discovered = discovery.examine(&procfs, &r.info);
+            (r.info, r.start, r.secrets)
+        })
         .collect();
     let mut secrets = Vec::new();
     let scan: Vec<(ProcessInfo, u64)> = all
@@ -807,6 +814,7 @@ async fn start(args: RunArgs) -> anyhow::Result<Started> {
         })
         .collect();
     let found = targeting.scan(scan);
+    let mcp_servers = mcp_servers_line(&found);
     let mut out = Out::default();
     let libraries = tls_probes.table();
     let mut initial: Vec<(ProcessKey, Loaded)> = Vec::new();
@@ -835,12 +843,19 @@ async fn start(args: RunArgs) -> anyhow::Result<Started> {
         for status in found.statuses {
             sink.emit(&Record::Status(status))?;
         }
-        let loaded = procfs::load(&procfs, &redactor, key.pid, key.start, LoadReason::Scanned);
+        let loaded = procfs::load(
+            &procfs,
+            &redactor,
+            &mut discovery,
+            key.pid,
+            key.start,
+            LoadReason::Scanned,
+        );
         initial.push((key, loaded));
     }
 
     let (proc_reply_tx, proc_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (procfs_tx, procfs_handle) = procfs::spawn(procfs, redactor, proc_reply_tx);
+    let (procfs_tx, procfs_handle) = procfs::spawn(procfs, redactor, discovery, proc_reply_tx);
     let (probe_reply_tx, probe_rx) = tokio::sync::mpsc::unbounded_channel();
     let logger = loaded.logger.take();
     let (probes_tx, ebpf_handle) = attach::spawn(ebpf, tls_probes, probe_reply_tx);
@@ -882,6 +897,7 @@ async fn start(args: RunArgs) -> anyhow::Result<Started> {
     Ok(Started {
         session,
         mode,
+        mcp_servers,
         duration: args.duration,
         ebpf_handle,
         procfs_handle,
@@ -892,10 +908,36 @@ async fn start(args: RunArgs) -> anyhow::Result<Started> {
     })
 }
 
+/// The MCP servers among the start-up targets, with why, for a person reading the ready line:
+/// `MCP servers found: 2: pid 10 node (reason), pid 12 python3 (reason)`.
+fn mcp_servers_line(found: &[NewTarget]) -> String {
+    const SHOWN: usize = 10;
+    let servers: Vec<String> = found
+        .iter()
+        .filter_map(|t| {
+            let reason = t.process.mcp_reason.as_deref()?;
+            Some(format!(
+                "pid {} {} ({reason})",
+                t.process.pid, t.process.comm
+            ))
+        })
+        .collect();
+    match servers.len() {
+        0 => "MCP servers found: none".into(),
+        n if n > SHOWN => format!(
+            "MCP servers found: {n}: {}, and {} more (see the target events)",
+            servers[..SHOWN].join(", "),
+            n - SHOWN
+        ),
+        n => format!("MCP servers found: {n}: {}", servers.join(", ")),
+    }
+}
+
 async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     let Started {
         mut session,
         mode,
+        mcp_servers,
         duration,
         ebpf_handle,
         procfs_handle,
@@ -908,7 +950,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         StatusKind::Ready,
         None,
         format!(
-            "watching {} process(es), mode {mode}; kernel {}",
+            "watching {} process(es), mode {mode}; kernel {}; {mcp_servers}",
             session.targeting.target_count(),
             caps::kernel_release()
         ),

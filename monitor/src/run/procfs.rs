@@ -14,7 +14,7 @@ use crate::{
     decode::Comm,
     detect::cmdline::CmdlineRedactor,
     probes::uprobes,
-    process::{ProcFs, ReadProcess},
+    process::{discover::Discovery, ProcFs, ReadProcess},
 };
 
 /// The environment variables that switch TLS verification off process-wide. Only these are
@@ -72,6 +72,7 @@ pub enum Reply {
 pub fn spawn(
     procfs: ProcFs,
     redactor: CmdlineRedactor,
+    mut discovery: Discovery,
     replies: UnboundedSender<Reply>,
 ) -> (mpsc::Sender<Request>, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel::<Request>();
@@ -80,9 +81,14 @@ pub fn spawn(
         .spawn(move || {
             for request in rx {
                 let reply = match request {
-                    Request::Load { pid, start, reason } => {
-                        Reply::Loaded(Box::new(load(&procfs, &redactor, pid, start, reason)))
-                    }
+                    Request::Load { pid, start, reason } => Reply::Loaded(Box::new(load(
+                        &procfs,
+                        &redactor,
+                        &mut discovery,
+                        pid,
+                        start,
+                        reason,
+                    ))),
                     Request::Liveness { pids } => Reply::Liveness(
                         pids.into_iter()
                             .map(|pid| (pid, procfs.stat(pid).map(|s| s.start_time)))
@@ -102,13 +108,17 @@ pub fn spawn(
 pub fn load(
     procfs: &ProcFs,
     redactor: &CmdlineRedactor,
+    discovery: &mut Discovery,
     pid: u32,
     start: u64,
     reason: LoadReason,
 ) -> Loaded {
     let read = match reason {
         LoadReason::Scanned | LoadReason::Libraries => None,
-        _ => procfs.load(pid, redactor),
+        _ => procfs.load(pid, redactor).map(|mut read| {
+            read.info.discovered = discovery.examine(procfs, &read.info);
+            read
+        }),
     };
     // Mapped already, or named by the executable (the dynamic loader maps those before the
     // program runs: this holds even when the process is gone before its maps are read).
