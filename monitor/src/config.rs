@@ -21,6 +21,12 @@
 //! # values after secret names, bearer tokens, token shapes, the command-line rules for shell
 //! # code) still replaced by `<redacted>`.
 //! show_inline_code = false
+//!
+//! [kubernetes]
+//! # The kubelet's pod log directory (`<namespace>_<pod>_<uid>/<container>/`), where pod and
+//! # container names are read; the kubelet's container symlinks are read from `containers`
+//! # beside it. Mount it (read-only) at another path in a DaemonSet and say so here.
+//! pod_log_dir = "/var/log/pods"
 //! ```
 use std::path::{Path, PathBuf};
 
@@ -36,6 +42,34 @@ pub struct Config {
     pub plaintext: PlaintextConfig,
     #[serde(default)]
     pub redaction: RedactionConfig,
+    #[serde(default)]
+    pub kubernetes: KubernetesConfig,
+    /// `[[suppress]]` tables as written (see [`crate::suppress`]).
+    #[serde(default)]
+    pub suppress: Vec<crate::suppress::SuppressConfig>,
+    /// The same, checked and compiled by [`Config::parse`].
+    #[serde(skip)]
+    pub suppressions: Vec<crate::suppress::Suppression>,
+}
+
+/// Where Kubernetes pod identity comes from (`process::pod`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    #[serde(default = "default_pod_log_dir")]
+    pub pod_log_dir: PathBuf,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        Self {
+            pod_log_dir: default_pod_log_dir(),
+        }
+    }
+}
+
+fn default_pod_log_dir() -> PathBuf {
+    PathBuf::from(crate::process::pod::DEFAULT_POD_LOG_DIR)
 }
 
 /// How command lines are shown (`detect::cmdline::CmdlineRedactor`).
@@ -75,10 +109,15 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let config: Config = toml::from_str(text)?;
+        let mut config: Config = toml::from_str(text)?;
         if let Some(key) = &config.plaintext.fingerprint_key {
             config_key(key)?;
         }
+        config.suppressions = config
+            .suppress
+            .iter()
+            .map(|c| crate::suppress::Suppression::compile(c, text))
+            .collect::<anyhow::Result<_>>()?;
         Ok(config)
     }
 
@@ -142,6 +181,28 @@ show_inline_code = true
                 .redaction
                 .show_inline_code
         );
+    }
+
+    #[test]
+    fn kubernetes_pod_log_dir() {
+        assert_eq!(
+            Config::default().kubernetes.pod_log_dir,
+            PathBuf::from("/var/log/pods")
+        );
+        assert_eq!(
+            Config::parse("[kubernetes]\n")
+                .unwrap()
+                .kubernetes
+                .pod_log_dir,
+            PathBuf::from("/var/log/pods")
+        );
+        let c = Config::parse("[kubernetes]\npod_log_dir = \"/host/var/log/pods\"\n").unwrap();
+        assert_eq!(
+            c.kubernetes.pod_log_dir,
+            PathBuf::from("/host/var/log/pods")
+        );
+        let err = Config::parse("[kubernetes]\npod_log_directory = \"/x\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("pod_log_directory"), "{err:#}");
     }
 
     #[test]

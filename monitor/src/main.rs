@@ -29,6 +29,18 @@ enum Command {
         #[arg(long, value_name = "REGEX")]
         mcp_pattern: Vec<String>,
     },
+    /// Turn a run's JSON lines into a report for a person: a self-contained HTML page or
+    /// Markdown. A malformed line stops it with an error naming the line.
+    Report {
+        /// JSON lines as `run` writes them (`-`: standard input).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Write the report to OUT (created 0600, replaced whole) instead of standard output.
+        #[arg(short = 'o', long = "output", value_name = "OUT")]
+        output: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "html")]
+        format: monitor::report::ReportFormat,
+    },
 }
 
 #[derive(Args)]
@@ -85,6 +97,10 @@ struct RunCli {
     /// (the fallback data path; every thread of the host pays the syscall slow path).
     #[arg(long, hide = true)]
     syscall_tracepoints: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics and a health check at /healthz
+    /// (e.g. 127.0.0.1:9464; off by default).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<String>,
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -133,6 +149,16 @@ fn main() -> std::process::ExitCode {
             format,
             mcp_pattern,
         } => doctor::run(format, &mcp_pattern).map(|ready| ready.then_some(()).is_some()),
+        Command::Report {
+            file,
+            output,
+            format,
+        } => monitor::report::run(monitor::report::ReportArgs {
+            input: file,
+            output,
+            format,
+        })
+        .map(|()| true),
         Command::Run(args) => {
             let level = match args.ebpf_log.as_deref() {
                 None => 0,
@@ -161,6 +187,7 @@ fn main() -> std::process::ExitCode {
                 ebpf_log_level: level,
                 map_sizes: args.map_sizes,
                 syscall_tracepoints: args.syscall_tracepoints,
+                metrics_addr: args.metrics_addr,
             })
             .map(|()| true)
         }

@@ -32,6 +32,7 @@ use std::{
 use serde_json::Value;
 
 pub mod pki;
+pub mod schema;
 
 /// Root of the workspace (for test client scripts).
 pub fn workspace() -> PathBuf {
@@ -357,6 +358,8 @@ pub struct Options<'a> {
     pub output: Option<PathBuf>,
     /// Working directory of the monitor.
     pub cwd: Option<PathBuf>,
+    /// Run the monitor through this command (`setpriv ... --`): program and its arguments.
+    pub wrapper: Vec<String>,
 }
 
 /// A running monitor whose standard output (JSON lines by default on a pipe) is collected.
@@ -404,7 +407,14 @@ impl Monitor {
     /// Start with every option of [`Options`].
     pub fn start_opts(args: &[&str], opts: Options) -> Self {
         let keep = opts.keep.unwrap_or(|_| true);
-        let mut cmd = Command::new(monitor_bin());
+        let mut cmd = match opts.wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(wrapper_args).arg(monitor_bin());
+                cmd
+            }
+            None => Command::new(monitor_bin()),
+        };
         cmd.arg("run")
             .args(args)
             .envs(opts.env.iter().copied())
@@ -582,6 +592,15 @@ impl Monitor {
             .iter()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
             .collect();
+        // The contract: every line must satisfy docs/schema/egress-monitor-1.schema.json.
+        for (raw, line) in raw_lines.iter().zip(&lines) {
+            schema::check_line(raw, line);
+        }
+        eprintln!(
+            "schema: {} line(s) of this run validated ({} in this test binary)",
+            lines.len(),
+            schema::validated()
+        );
         if text_view {
             assert!(
                 file.contains(" status   shutdown "),

@@ -571,6 +571,10 @@ fn duration_ends_the_run_with_a_shutdown_line() {
     assert!(out.status.success(), "{out:?}");
     assert!(start.elapsed() >= Duration::from_millis(1500));
     let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in stdout.lines() {
+        let value: Value = serde_json::from_str(line).unwrap();
+        egress_monitor_tests::schema::check_line(line, &value);
+    }
     let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(
         last["status"], "shutdown",

@@ -429,6 +429,7 @@ fn running_servers_are_listed_by_the_ready_line_and_doctor() {
         .output()
         .unwrap();
     let doc: Value = serde_json::from_slice(&doctor.stdout).unwrap();
+    egress_monitor_tests::schema::check_doctor(&doc);
     let listed = doc["mcp_servers"]
         .as_array()
         .unwrap()

@@ -15,7 +15,9 @@ fn doctor() -> Value {
         out.status.success(),
         "doctor says this machine is not ready: {out:?}"
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let doc = serde_json::from_slice(&out.stdout).unwrap();
+    egress_monitor_tests::schema::check_doctor(&doc);
+    doc
 }
 
 fn capability<'a>(doc: &'a Value, name: &str) -> &'a Value {

@@ -16,6 +16,7 @@ use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod deploy;
 mod packages;
 #[cfg(test)]
 mod source_scan;
@@ -70,6 +71,10 @@ enum Task {
     /// `getppid()` loop used by `bench` (not for direct use): prints calls and ns per call.
     #[command(hide = true)]
     BenchSyscalls { count: u64 },
+    /// Check deploy/ offline (systemd-analyze, logrotate, kubernetes-validate, the DaemonSet's
+    /// security rules); part of `test`.
+    #[command(hide = true)]
+    CheckDeploy,
 }
 
 fn workspace_root() -> PathBuf {
@@ -352,6 +357,7 @@ fn test(root: &Path, filter: Option<String>) -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
+    deploy::check(root)?;
     step("unit tests");
     run(cargo(root).args(["test", "--workspace", "--exclude", "egress-monitor-tests"]))?;
     let bin = build(root, false)?;
@@ -405,5 +411,6 @@ fn main() -> anyhow::Result<()> {
             rate,
         } => bench::load(&target, count, rate),
         Task::BenchSyscalls { count } => bench::syscalls(count),
+        Task::CheckDeploy => deploy::check(&root),
     }
 }

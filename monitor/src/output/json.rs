@@ -147,6 +147,7 @@ mod tests {
         assert_eq!(v["time"], "2025-11-26T07:02:20.123456Z");
         assert_eq!(v["process"]["cmdline"][1], "mcp.js");
         assert_eq!(v["process"]["container_id"], Value::Null);
+        assert_eq!(v["process"]["pod"], Value::Null, "outside Kubernetes");
         assert_eq!(v["process"]["mcp"], true);
         assert!(
             v["process"].get("cgroup").is_none(),

@@ -150,6 +150,8 @@ pub enum StatusKind {
     Warning,
     /// Table sizes, memory and drops, on request (SIGUSR1) and at shutdown.
     Stats,
+    /// The active `[[suppress]]` entries, at start.
+    Suppressions,
     /// Final line with totals.
     Shutdown,
 }
@@ -170,6 +172,9 @@ pub struct Totals {
     /// The agent's resident memory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rss_bytes: Option<u64>,
+    /// Findings a `[[suppress]]` entry covered (counted, not printed), by id.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub suppressed: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -216,6 +221,10 @@ pub struct Sink {
     out: Box<dyn Write + Send>,
     line: Vec<u8>,
     scrubber: scrub::Scrubber,
+    /// The `--output` file, reopened on SIGHUP (after logrotate moved it away).
+    path: Option<std::path::PathBuf>,
+    /// Counts every record written (`run --metrics-addr`; off otherwise).
+    metrics: crate::metrics::Metrics,
 }
 
 /// Open (append to) an output file, creating it readable by its owner only: findings describe
@@ -236,7 +245,34 @@ impl Sink {
             out,
             line: Vec::with_capacity(1024),
             scrubber: scrub::Scrubber::new(scrub::DEFAULT_CAPACITY),
+            path: None,
+            metrics: crate::metrics::Metrics::off(),
         }
+    }
+
+    /// Count every record written from now on in these metrics.
+    pub fn set_metrics(&mut self, metrics: crate::metrics::Metrics) {
+        self.metrics = metrics;
+    }
+
+    /// A sink appending to the file at `path` (created 0600), which [`Sink::reopen`] opens again.
+    pub fn to_file(format: Format, path: &std::path::Path) -> io::Result<Self> {
+        let file = open_output_file(path)?;
+        let mut sink = Self::new(format, Box::new(io::BufWriter::new(file)));
+        sink.path = Some(path.to_path_buf());
+        Ok(sink)
+    }
+
+    /// Flush, then open the output file again by its name (SIGHUP): after a rotation, lines go
+    /// to the new file. On failure the old file stays in use. `false` without an output file.
+    pub fn reopen(&mut self) -> io::Result<bool> {
+        let Some(path) = &self.path else {
+            return Ok(false);
+        };
+        self.out.flush()?;
+        let file = open_output_file(path)?;
+        self.out = Box::new(io::BufWriter::new(file));
+        Ok(true)
     }
 
     /// Never write this secret (in any of its encodings) again.
@@ -250,17 +286,38 @@ impl Sink {
     }
 
     pub fn emit(&mut self, record: &Record) -> io::Result<()> {
+        self.metrics.observe(record);
         self.line.clear();
         match self.format {
             Format::Json => json::write(&mut self.line, record)?,
             Format::Text => text::write(&mut self.line, record)?,
         }
-        self.scrubber.scrub(&mut self.line);
+        match self.format {
+            Format::Json => self.scrubber.scrub_json(&mut self.line),
+            Format::Text => self.scrubber.scrub(&mut self.line),
+        };
         self.line.push(b'\n');
         self.out.write_all(&self.line)
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
+    }
+
+    /// The text view's closing summary table (nothing in JSON: the findings and the shutdown
+    /// totals already carry it).
+    pub fn summary(
+        &mut self,
+        rows: &std::collections::BTreeMap<text::SummaryKey, u64>,
+        more: u64,
+        drops: u64,
+    ) -> io::Result<()> {
+        if self.format != Format::Text {
+            return Ok(());
+        }
+        self.line.clear();
+        text::write_summary(&mut self.line, rows, more, drops)?;
+        self.scrubber.scrub(&mut self.line);
+        self.out.write_all(&self.line)
     }
 }

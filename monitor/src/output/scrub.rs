@@ -166,6 +166,46 @@ impl Scrubber {
         count
     }
 
+    /// Like [`Scrubber::scrub`] for one JSON line, without breaking the contract: object keys
+    /// and the values of enumerated fields ([`ENUM_KEYS`]: `type`, `event`, `severity`, ...)
+    /// are the agent's own words, never a monitored program's, so a secret that happens to be
+    /// spelled like one (a password `event` or `postgres`) is not replaced there. Everything a
+    /// program controls is in other string values, which are scrubbed as before.
+    pub fn scrub_json(&mut self, line: &mut Vec<u8>) -> usize {
+        if self.stale {
+            self.rebuild();
+        }
+        let Some(automaton) = &self.automaton else {
+            return 0;
+        };
+        let matches: Vec<(usize, usize)> = automaton
+            .find_iter(line.as_slice())
+            .map(|m| (m.start(), m.end()))
+            .collect();
+        if matches.is_empty() {
+            return 0;
+        }
+        let protected = protected_ranges(line);
+        let mut out = Vec::with_capacity(line.len());
+        let mut at = 0;
+        let mut count = 0;
+        for (start, end) in matches {
+            if protected.iter().any(|&(a, b)| start < b && end > a) {
+                continue;
+            }
+            out.extend_from_slice(&line[at..start]);
+            out.extend_from_slice(REPLACEMENT);
+            at = end;
+            count += 1;
+        }
+        if count > 0 {
+            out.extend_from_slice(&line[at..]);
+            wipe(line);
+            *line = out;
+        }
+        count
+    }
+
     /// Distinct secrets remembered.
     pub fn len(&self) -> usize {
         self.secrets.len()
@@ -311,6 +351,46 @@ fn lower_hex(encoded: &str) -> String {
     out
 }
 
+/// JSON fields whose values are the contract's own vocabulary (enumerations, ids, names the
+/// agent chose), never text a monitored program controls.
+pub const ENUM_KEYS: &[&str] = &[
+    "schema", "type", "event", "status", "severity", "id", "family", "protocol", "result", "kind",
+    "time",
+];
+
+/// Byte ranges of a serialized JSON line that scrubbing must leave alone: every object key
+/// (quotes included) and every string value of an [`ENUM_KEYS`] field.
+fn protected_ranges(line: &[u8]) -> Vec<(usize, usize)> {
+    let mut ranges = Vec::new();
+    let mut last_key: &[u8] = b"";
+    let mut i = 0;
+    while i < line.len() {
+        if line[i] != b'"' {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        i += 1;
+        while i < line.len() && line[i] != b'"' {
+            i += if line[i] == b'\\' { 2 } else { 1 };
+        }
+        let end = (i + 1).min(line.len());
+        i = end;
+        let mut next = i;
+        while next < line.len() && line[next].is_ascii_whitespace() {
+            next += 1;
+        }
+        let text = &line[start + 1..end.saturating_sub(1).max(start + 1)];
+        if line.get(next) == Some(&b':') {
+            last_key = text;
+            ranges.push((start, end));
+        } else if ENUM_KEYS.iter().any(|k| k.as_bytes() == last_key) {
+            ranges.push((start, end));
+        }
+    }
+    ranges
+}
+
 #[cfg(test)]
 mod tests {
     use base64::engine::general_purpose::{STANDARD, URL_SAFE};
@@ -338,6 +418,35 @@ mod tests {
             scrubbed(&mut s, b"a hunter2-pw b hunter2-pw"),
             ("a <redacted> b <redacted>".into(), 2)
         );
+    }
+
+    #[test]
+    fn json_keys_and_the_contract_vocabulary_survive_a_secret_spelled_like_them() {
+        // Passwords that are also words of the contract: keys and enumerated values stay, the
+        // same text in program-controlled values goes.
+        let mut s = scrubber(&[b"event", b"postgres", b"schema"]);
+        let line = br#"{"schema":"egress-monitor/1","type":"event","event":"connect","process":{"cmdline":["psql","-W","event"]},"evidence":{"protocol":"postgresql","postgres":{"user":"postgres"},"note":"schema x"}}"#;
+        let (out, count) = scrubbed_json(&mut s, line);
+        assert_eq!(
+            out,
+            r#"{"schema":"egress-monitor/1","type":"event","event":"connect","process":{"cmdline":["psql","-W","<redacted>"]},"evidence":{"protocol":"postgresql","postgres":{"user":"<redacted>"},"note":"<redacted> x"}}"#
+        );
+        assert_eq!(count, 3);
+        let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(value["type"], "event");
+        // Escaped quotes inside values do not confuse the key/value walk.
+        let line = br#"{"cmdline":["a\"event\":b","event"],"kind":"event"}"#;
+        let (out, _) = scrubbed_json(&mut s, line);
+        assert_eq!(
+            out,
+            r#"{"cmdline":["a\"<redacted>\":b","<redacted>"],"kind":"event"}"#
+        );
+    }
+
+    fn scrubbed_json(s: &mut Scrubber, line: &[u8]) -> (String, usize) {
+        let mut line = line.to_vec();
+        let n = s.scrub_json(&mut line);
+        (String::from_utf8(line).unwrap(), n)
     }
 
     #[test]

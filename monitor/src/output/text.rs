@@ -35,7 +35,7 @@ fn printable(c: char) -> bool {
 /// does not print as itself is written as an escape (`\n`, `\u{1b}`, `\u{202e}`), so nothing a
 /// monitored program controls can drive the terminal, break the one-line-per-record layout, or
 /// make a line read differently from what it holds.
-fn clean(s: &str) -> Cow<'_, str> {
+pub(crate) fn clean(s: &str) -> Cow<'_, str> {
     if s.chars().all(printable) {
         return Cow::Borrowed(s);
     }
@@ -61,7 +61,20 @@ fn who(e: &Event) -> String {
     if p.mcp {
         s.push_str(" mcp");
     }
+    s.push_str(&pod(p));
     s
+}
+
+/// ` pod NAMESPACE/NAME` for a process in a Kubernetes pod (` pod UID` when its names are
+/// unknown), else nothing.
+fn pod(p: &crate::process::ProcessInfo) -> String {
+    match &p.pod {
+        Some(pod) => match (&pod.namespace, &pod.name) {
+            (Some(ns), Some(name)) => format!(" pod {}/{}", clean(ns), clean(name)),
+            _ => format!(" pod {}", clean(&pod.uid)),
+        },
+        None => String::new(),
+    }
 }
 
 pub fn write(out: &mut Vec<u8>, record: &Record) -> io::Result<()> {
@@ -126,7 +139,12 @@ pub fn write(out: &mut Vec<u8>, record: &Record) -> io::Result<()> {
             }
         }
         Record::Finding(f) => {
-            let who = format!("{}[{}]", clean(&f.process.comm), f.process.pid);
+            let who = format!(
+                "{}[{}]{}",
+                clean(&f.process.comm),
+                f.process.pid,
+                pod(&f.process)
+            );
             let sev = serde_json::to_value(f.id.severity()).map_err(io::Error::other)?;
             write!(
                 out,
@@ -174,6 +192,12 @@ pub fn write(out: &mut Vec<u8>, record: &Record) -> io::Result<()> {
                     write!(out, ", {reason} {n}")?;
                 }
                 write!(out, ")")?;
+                if !t.suppressed.is_empty() {
+                    write!(out, " suppressed:")?;
+                    for (id, n) in &t.suppressed {
+                        write!(out, " {} {n}", clean(id))?;
+                    }
+                }
                 if !t.tables.is_empty() {
                     write!(out, " tables:")?;
                     for (table, n) in &t.tables {
@@ -185,6 +209,87 @@ pub fn write(out: &mut Vec<u8>, record: &Record) -> io::Result<()> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// One row of the closing summary: a finding id for one process and destination.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SummaryKey {
+    pub severity: crate::output::finding::Severity,
+    pub id: &'static str,
+    pub pid: u32,
+    pub comm: String,
+    /// `host (ip):port`, `ip:port`, or empty.
+    pub destination: String,
+}
+
+/// The table `run --format text` ends with: findings by process and destination, with how
+/// many times each was seen, and the drops. `rows`: counts by key; `more`: rows not kept
+/// (the table is bounded).
+pub fn write_summary(
+    out: &mut impl Write,
+    rows: &std::collections::BTreeMap<SummaryKey, u64>,
+    more: u64,
+    drops: u64,
+) -> io::Result<()> {
+    let mut by_severity = std::collections::BTreeMap::new();
+    for (k, n) in rows {
+        *by_severity.entry(k.severity).or_insert(0u64) += n;
+    }
+    let severities: Vec<String> = by_severity
+        .iter()
+        .map(|(s, n)| {
+            let name = serde_json::to_value(s)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            format!("{n} {name}")
+        })
+        .collect();
+    let processes: std::collections::BTreeSet<u32> = rows.keys().map(|k| k.pid).collect();
+    writeln!(out)?;
+    if rows.is_empty() {
+        writeln!(out, "summary: no findings; {drops} event(s) dropped")?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "summary: {} finding(s) ({}) from {} process(es); {drops} event(s) dropped",
+        rows.values().sum::<u64>(),
+        severities.join(", "),
+        processes.len()
+    )?;
+    let who = |k: &SummaryKey| format!("{}[{}]", clean(&k.comm), k.pid);
+    let width_id = rows.keys().map(|k| k.id.len()).max().unwrap_or(0).max(7);
+    let width_who = rows.keys().map(|k| who(k).len()).max().unwrap_or(0).max(7);
+    let width_dest = rows
+        .keys()
+        .map(|k| clean(&k.destination).len())
+        .max()
+        .unwrap_or(0)
+        .max(11);
+    writeln!(
+        out,
+        "  {:<8}  {:<width_id$}  {:<width_who$}  {:<width_dest$}  count",
+        "severity", "finding", "process", "destination"
+    )?;
+    for (k, n) in rows {
+        let severity = serde_json::to_value(k.severity)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "  {:<8}  {:<width_id$}  {:<width_who$}  {:<width_dest$}  {n}",
+            severity,
+            k.id,
+            who(k),
+            clean(&k.destination)
+        )?;
+    }
+    if more > 0 {
+        writeln!(out, "  ... and {more} more row(s) not kept")?;
     }
     Ok(())
 }
@@ -270,6 +375,12 @@ mod tests {
             exe: Some(hostile("/exe")),
             cmdline: vec![hostile("argv0"), "-c".into(), hostile("argv2")],
             mcp: true,
+            pod: Some(crate::process::pod::Pod {
+                namespace: Some(hostile("ns")),
+                name: Some(hostile("pod")),
+                uid: "6c8a0f1e-2b3d-4c5e-9f01-23456789abcd".into(),
+                container: Some(hostile("container")),
+            }),
             ..Default::default()
         })
     }
@@ -364,6 +475,8 @@ mod tests {
             "comm",
             "argv0",
             "argv2",
+            "ns",
+            "pod",
             "host",
             "reason",
             "sni",
@@ -403,6 +516,43 @@ mod tests {
     }
 
     #[test]
+    fn the_pod_is_named_briefly() {
+        let event = |pod: Option<crate::process::pod::Pod>| {
+            render(&Record::Event(Event {
+                time: SystemTime::UNIX_EPOCH,
+                process: Arc::new(ProcessInfo {
+                    pid: 9,
+                    comm: "node".into(),
+                    pod,
+                    ..Default::default()
+                }),
+                detail: EventDetail::Target {
+                    reason: "--all".into(),
+                },
+            }))
+        };
+        let uid = "6c8a0f1e-2b3d-4c5e-9f01-23456789abcd";
+        let named = event(Some(crate::process::pod::Pod {
+            namespace: Some("mcp".into()),
+            name: Some("github-0".into()),
+            uid: uid.into(),
+            container: Some("server".into()),
+        }));
+        assert!(named.contains("node[9] pod mcp/github-0 "), "{named}");
+        let unnamed = event(Some(crate::process::pod::Pod {
+            namespace: None,
+            name: None,
+            uid: uid.into(),
+            container: None,
+        }));
+        assert!(
+            unnamed.contains(&format!("node[9] pod {uid} ")),
+            "{unnamed}"
+        );
+        assert!(!event(None).contains("pod"));
+    }
+
+    #[test]
     fn control_characters_cannot_break_lines() {
         let process = Arc::new(ProcessInfo {
             pid: 9,
@@ -420,5 +570,64 @@ mod tests {
         let text = render(&record);
         assert!(!text.chars().any(char::is_control), "{text:?}");
         assert!(text.contains("import os\\nprint(1)"));
+    }
+
+    #[test]
+    fn the_closing_summary_lists_findings_by_process_and_destination() {
+        use crate::output::finding::Severity;
+        let key = |severity, id, pid, comm: &str, destination: &str| SummaryKey {
+            severity,
+            id,
+            pid,
+            comm: comm.into(),
+            destination: destination.into(),
+        };
+        let rows: std::collections::BTreeMap<SummaryKey, u64> = [
+            (
+                key(
+                    Severity::Medium,
+                    "TLS_UNTRUSTED_CA",
+                    9,
+                    "curl",
+                    "10.0.0.2:443",
+                ),
+                1,
+            ),
+            (
+                key(
+                    Severity::High,
+                    "PLAINTEXT_CREDENTIALS",
+                    7,
+                    "evil\u{1b}[2J",
+                    "api (10.0.0.2:80)",
+                ),
+                3,
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let mut out = Vec::new();
+        write_summary(&mut out, &rows, 2, 5).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[1],
+            "summary: 4 finding(s) (3 HIGH, 1 MEDIUM) from 2 process(es); 5 event(s) dropped"
+        );
+        assert!(lines[3].contains("HIGH") && lines[3].contains("PLAINTEXT_CREDENTIALS"));
+        assert!(lines[3].contains("api (10.0.0.2:80)") && lines[3].ends_with(" 3"));
+        assert!(
+            lines[3].contains("evil\\u{1b}[2J[7]"),
+            "escaped: {}",
+            lines[3]
+        );
+        assert!(lines[4].starts_with("  MEDIUM"), "HIGH first: {text}");
+        assert_eq!(lines[5], "  ... and 2 more row(s) not kept");
+        let mut out = Vec::new();
+        write_summary(&mut out, &Default::default(), 0, 0).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\nsummary: no findings; 0 event(s) dropped\n"
+        );
     }
 }

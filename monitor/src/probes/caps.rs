@@ -146,10 +146,110 @@ impl Capability {
     }
 }
 
+const CAP_DAC_READ_SEARCH: u32 = 2;
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_PTRACE: u32 = 19;
 const CAP_SYS_RESOURCE: u32 = 24;
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
+
+/// A Linux capability the agent uses, and what its absence breaks.
+pub struct LinuxCap {
+    pub name: &'static str,
+    bit: u32,
+    /// Also granted by CAP_SYS_ADMIN (the kernel accepts either).
+    covered_by_sys_admin: bool,
+    pub breaks: &'static str,
+}
+
+/// The least privilege that runs everything: exactly these capabilities (README "Least
+/// privilege"; `deploy/` grants the same list). Measured with `setpriv` on this project's
+/// test machines; `tests/tests/privileges.rs` runs the agent with only these.
+pub const LINUX_CAPS: &[LinuxCap] = &[
+    LinuxCap {
+        name: "CAP_BPF",
+        bit: CAP_BPF,
+        covered_by_sys_admin: true,
+        breaks: "creating maps and loading programs: nothing runs without it (or CAP_SYS_ADMIN)",
+    },
+    LinuxCap {
+        name: "CAP_PERFMON",
+        bit: CAP_PERFMON,
+        covered_by_sys_admin: true,
+        breaks: "tracing programs (tracepoints, reading process and kernel memory): nothing runs \
+                 without it (or CAP_SYS_ADMIN)",
+    },
+    LinuxCap {
+        name: "CAP_NET_ADMIN",
+        bit: CAP_NET_ADMIN,
+        covered_by_sys_admin: true,
+        breaks: "the cgroup hooks (connect, sendmsg, packet egress, socket release): without it \
+                 the data path falls back to syscall tracepoints, which every process pays for",
+    },
+    LinuxCap {
+        name: "CAP_SYS_ADMIN",
+        bit: CAP_SYS_ADMIN,
+        covered_by_sys_admin: false,
+        breaks: "uprobes (the kernel's uprobe PMU requires it in perf_event_open): without it no \
+                 OpenSSL hooks, so no TLS findings; also mounting tracefs when it is not mounted",
+    },
+    LinuxCap {
+        name: "CAP_SYS_PTRACE",
+        bit: CAP_SYS_PTRACE,
+        covered_by_sys_admin: false,
+        breaks: "reading /proc/PID/{exe,maps,environ,cwd,root} of other users' processes: \
+                 without it their executable, libraries, TLS bypass variables and MCP discovery \
+                 are unknown",
+    },
+    LinuxCap {
+        name: "CAP_DAC_READ_SEARCH",
+        bit: CAP_DAC_READ_SEARCH,
+        covered_by_sys_admin: false,
+        breaks: "reading other users' binaries, scripts and package manifests: without it their \
+                 libraries are not hooked and MCP discovery cannot read what they are built from",
+    },
+    LinuxCap {
+        name: "CAP_SYS_RESOURCE",
+        bit: CAP_SYS_RESOURCE,
+        covered_by_sys_admin: false,
+        breaks: "raising RLIMIT_MEMLOCK: only kernels before 5.11 need it (later ones charge BPF \
+                 memory to the memory cgroup)",
+    },
+];
+
+/// One row per capability of [`LINUX_CAPS`]: held or not, and what its absence breaks.
+fn capability_rows(eff: u64, running: Option<KernelVersion>) -> Vec<Capability> {
+    let memcg = running.is_some_and(|r| r >= since::MEMCG_ACCOUNTING);
+    LINUX_CAPS
+        .iter()
+        .map(|c| {
+            let held = has_cap(eff, c.bit);
+            let via_admin = !held && c.covered_by_sys_admin && has_cap(eff, CAP_SYS_ADMIN);
+            let moot = !held && c.bit == CAP_SYS_RESOURCE && memcg;
+            Capability {
+                name: c.name,
+                available: held || via_admin || moot,
+                required: false,
+                detail: if held {
+                    "held".into()
+                } else if via_admin {
+                    "not held; CAP_SYS_ADMIN grants the same".into()
+                } else if moot {
+                    "not held; not needed on this kernel".into()
+                } else {
+                    "missing".into()
+                },
+                needed_for: c.breaks,
+                fix: "grant it (setpriv/capsh, systemd AmbientCapabilities, Kubernetes \
+                      securityContext.capabilities.add): see the README's least privilege",
+                min_kernel: None,
+                min_kernel_for: "none: a privilege, not a kernel feature",
+                kernel_meets_min: None,
+            }
+        })
+        .collect()
+}
 
 fn effective_caps() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -230,8 +330,8 @@ pub fn check() -> Vec<Capability> {
             has_cap(eff, CAP_PERFMON)
         ),
         needed_for: "loading and attaching any eBPF program",
-        fix: "run as root, or grant CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH \
-              (CAP_SYS_ADMIN on kernels older than 5.8)",
+        fix: "run as root, or grant the capabilities listed below (the README's least privilege); \
+              CAP_SYS_ADMIN alone on kernels older than 5.8",
         min_kernel: Some(since::CAP_BPF),
         min_kernel_for: "CAP_BPF and CAP_PERFMON; root works on any kernel",
         kernel_meets_min: None,
@@ -550,6 +650,7 @@ pub fn check() -> Vec<Capability> {
         kernel_meets_min: None,
     });
     let running = KernelVersion::running();
+    caps.extend(capability_rows(eff, running));
     caps.push(memlock_row(
         running,
         get_memlock().ok(),

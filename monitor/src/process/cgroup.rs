@@ -173,6 +173,63 @@ pub fn container_id(path: &str) -> Option<&str> {
     None
 }
 
+/// The Kubernetes pod a process belongs to, from any of its cgroup paths (v2 first): the pod's
+/// UID in its dashed form. See [`pod_uid`].
+pub fn pod_of(memberships: &[Membership]) -> Option<String> {
+    let mut ordered: Vec<&Membership> = memberships.iter().collect();
+    ordered.sort_by_key(|m| m.hierarchy != 0);
+    ordered.into_iter().find_map(|m| pod_uid(&m.path))
+}
+
+/// The UID of the Kubernetes pod in a cgroup path, as the API server writes it (dashed), for
+/// the layouts the kubelet creates:
+/// - systemd driver: `/kubepods.slice/kubepods-<qos>.slice/kubepods-<qos>-pod<uid>.slice/...`
+///   and `/kubepods.slice/kubepods-pod<uid>.slice/...` (Guaranteed QoS), with the uid's dashes
+///   written as `_` (systemd reads `-` in a slice name as nesting);
+/// - cgroupfs driver: `/kubepods/<qos>/pod<uid>/...` and `/kubepods/pod<uid>/...`;
+///
+/// wherever the kubelet's cgroup root is (`/kubelet.slice/kubelet-kubepods.slice/...` in kind,
+/// `/../..` prefixes seen from another cgroup namespace), in v2 and v1 hierarchies alike. A
+/// static pod's UID is a 32-hex-digit hash rather than a UUID: both are accepted.
+pub fn pod_uid(path: &str) -> Option<String> {
+    let mut under_kubepods = false;
+    for component in path.split('/') {
+        if let Some(slice) = component.strip_suffix(".slice") {
+            // systemd: every level of the hierarchy repeats its parents' names.
+            if slice.contains("kubepods") {
+                if let Some(uid) = slice
+                    .rfind("-pod")
+                    .and_then(|i| normalize_uid(&slice[i + 4..]))
+                {
+                    return Some(uid);
+                }
+                under_kubepods = true;
+            }
+        } else if component == "kubepods" || component.ends_with("kubepods") {
+            under_kubepods = true;
+        } else if under_kubepods {
+            if let Some(uid) = component.strip_prefix("pod").and_then(normalize_uid) {
+                return Some(uid);
+            }
+        }
+    }
+    None
+}
+
+/// A pod UID in its dashed, lowercase form: a UUID (8-4-4-4-12 hex digits, `_` accepted for
+/// `-`) or a static pod's 32-hex-digit hash. Anything else is not a pod UID.
+fn normalize_uid(raw: &str) -> Option<String> {
+    let uid = raw.replace('_', "-");
+    let hex = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let groups: Vec<&str> = uid.split('-').collect();
+    let uuid = groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12]) && groups.iter().all(|g| hex(g));
+    let hash = uid.len() == 32 && hex(&uid);
+    (uuid || hash).then_some(uid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +257,138 @@ mod tests {
         assert_eq!(container_id(&crio), Some(ID));
         let conmon = format!("/kubepods.slice/kubepods-pod1.slice/crio-conmon-{ID}.scope");
         assert_eq!(container_id(&conmon), None);
+    }
+
+    const UID: &str = "6c8a0f1e-2b3d-4c5e-9f01-23456789abcd";
+    const UID_: &str = "6c8a0f1e_2b3d_4c5e_9f01_23456789abcd";
+
+    /// Pod UID and container id of one `/proc/PID/cgroup` text, as `load` reads them.
+    fn identity(text: &str) -> (Option<String>, Option<String>) {
+        let m = parse_proc(text);
+        (pod_of(&m), container_of(&m).map(String::from))
+    }
+
+    #[test]
+    fn pods_under_the_systemd_driver_cgroup_v2() {
+        let expected = (Some(UID.to_string()), Some(ID.to_string()));
+        for qos in ["burstable", "besteffort"] {
+            for container in [
+                format!("cri-containerd-{ID}.scope"),
+                format!("crio-{ID}.scope"),
+                format!("docker-{ID}.scope"),
+            ] {
+                let text = format!(
+                    "0::/kubepods.slice/kubepods-{qos}.slice/kubepods-{qos}-pod{UID_}.slice/{container}\n"
+                );
+                assert_eq!(identity(&text), expected, "{text}");
+            }
+        }
+        // Guaranteed QoS: the pod slice sits right under kubepods.slice.
+        let guaranteed = format!("0::/kubepods.slice/kubepods-pod{UID_}.slice/crio-{ID}.scope\n");
+        assert_eq!(identity(&guaranteed), expected);
+        // CRI-O's monitor runs in the pod, beside the container: the pod, no container.
+        let conmon =
+            format!("0::/kubepods.slice/kubepods-pod{UID_}.slice/crio-conmon-{ID}.scope\n");
+        assert_eq!(identity(&conmon), (Some(UID.to_string()), None));
+        // A process in the pod slice itself (no container scope).
+        assert_eq!(
+            pod_uid(&format!(
+                "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice"
+            )),
+            Some(UID.to_string())
+        );
+        // kind and nested kubelets: the kubelet's cgroup root is not the hierarchy's root.
+        let kind = format!(
+            "0::/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod{UID_}.slice/cri-containerd-{ID}.scope\n"
+        );
+        assert_eq!(identity(&kind), expected);
+        // Seen from inside another cgroup namespace (a DaemonSet with its own cgroupns).
+        let relative =
+            format!("0::/../../kubepods-besteffort-pod{UID_}.slice/cri-containerd-{ID}.scope\n");
+        assert_eq!(identity(&relative), expected);
+    }
+
+    #[test]
+    fn pods_under_the_cgroupfs_driver() {
+        let expected = (Some(UID.to_string()), Some(ID.to_string()));
+        for path in [
+            format!("/kubepods/burstable/pod{UID}/{ID}"),
+            format!("/kubepods/besteffort/pod{UID}/{ID}"),
+            format!("/kubepods/pod{UID}/{ID}"),
+            format!("/kubepods/burstable/pod{UID}/crio-{ID}"),
+            format!("/kubepods/pod{UID}/docker-{ID}.scope"),
+            format!("/kubelet/kubepods/burstable/pod{UID}/{ID}"),
+        ] {
+            assert_eq!(identity(&format!("0::{path}\n")), expected, "{path}");
+        }
+        // A static pod's UID is a hash of its manifest, not a UUID.
+        let hash = "0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            pod_uid(&format!("/kubepods/besteffort/pod{hash}/{ID}")),
+            Some(hash.to_string())
+        );
+        assert_eq!(
+            pod_uid(&format!(
+                "/kubepods.slice/kubepods-pod{hash}.slice/cri-containerd-{ID}.scope"
+            )),
+            Some(hash.to_string())
+        );
+    }
+
+    #[test]
+    fn pods_in_cgroup_v1_hierarchies() {
+        // cgroup v1 (and hybrid hosts whose v2 hierarchy holds nothing): every controller has
+        // the same path.
+        let v1 = format!(
+            "12:pids:/kubepods/burstable/pod{UID}/{ID}\n\
+             11:memory:/kubepods/burstable/pod{UID}/{ID}\n\
+             1:name=systemd:/kubepods/burstable/pod{UID}/{ID}\n\
+             0::/\n"
+        );
+        assert_eq!(identity(&v1), (Some(UID.to_string()), Some(ID.to_string())));
+        let systemd_v1 = format!(
+            "4:memory:/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/cri-containerd-{ID}.scope\n\
+             1:name=systemd:/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/cri-containerd-{ID}.scope\n"
+        );
+        assert_eq!(
+            identity(&systemd_v1),
+            (Some(UID.to_string()), Some(ID.to_string()))
+        );
+        // The v2 path wins where both say something.
+        let other = "aaaaaaaa-2b3d-4c5e-9f01-23456789abcd";
+        let hybrid = format!("4:memory:/kubepods/pod{other}/{ID}\n0::/kubepods/pod{UID}/{ID}\n");
+        assert_eq!(identity(&hybrid).0.as_deref(), Some(UID));
+    }
+
+    #[test]
+    fn no_pod_outside_kubernetes_or_in_garbage() {
+        for path in [
+            "/".to_string(),
+            "/system.slice/nginx.service".to_string(),
+            format!("/system.slice/docker-{ID}.scope"),
+            format!("/docker/{ID}"),
+            "/user.slice/user-0.slice/session-3.scope".to_string(),
+            // "pod" directories outside a kubepods hierarchy are someone else's.
+            format!("/pod{UID}/{ID}"),
+            format!("/system.slice/podman-pod{UID_}.slice/x.scope"),
+            // Not a UID: wrong length, wrong groups, upper case, not hex.
+            format!("/kubepods/burstable/pod{}/{ID}", &UID[..35]),
+            format!("/kubepods/burstable/pod{}x/{ID}", &UID[..35]),
+            format!("/kubepods/burstable/pod{}/{ID}", UID.to_uppercase()),
+            "/kubepods/burstable/pod6c8a0f1e2b3d-4c5e-9f01-23456789abcd/x".to_string(),
+            "/kubepods/burstable/podzzzzzzzz-2b3d-4c5e-9f01-23456789abcd/x".to_string(),
+            "/kubepods/burstable/pod/x".to_string(),
+            "/kubepods.slice/kubepods-burstable.slice".to_string(),
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod.slice".to_string(),
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podnot_a_uid.slice"
+                .to_string(),
+            "kubepods-pod".to_string(),
+            "".to_string(),
+        ] {
+            assert_eq!(pod_uid(&path), None, "{path}");
+        }
+        assert_eq!(pod_of(&parse_proc("garbage\n0:x\n")), None);
+        assert_eq!(pod_of(&[]), None);
     }
 
     #[test]

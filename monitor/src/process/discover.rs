@@ -221,12 +221,25 @@ fn components(path: &Path) -> Vec<OsString> {
         .collect()
 }
 
-/// At most `budget` bytes from the start of a regular file.
-fn read_prefix(path: &Path, budget: u64) -> Option<Vec<u8>> {
-    let file = fs::File::open(path).ok()?;
-    if !file.metadata().ok()?.is_file() {
+/// Open a regular file for reading, never blocking: a FIFO or a device named as a script is
+/// refused before it is opened (opening a FIFO waits for a writer), and the open itself is
+/// non-blocking in case the file was swapped meanwhile.
+fn open_regular(path: &Path) -> Option<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if !fs::metadata(path).ok()?.is_file() {
         return None;
     }
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    file.metadata().ok()?.is_file().then_some(file)
+}
+
+/// At most `budget` bytes from the start of a regular file.
+fn read_prefix(path: &Path, budget: u64) -> Option<Vec<u8>> {
+    let file = open_regular(path)?;
     let mut data = Vec::new();
     file.take(budget).read_to_end(&mut data).ok()?;
     Some(data)
@@ -642,7 +655,7 @@ fn judge_site_packages(host: &Path) -> Verdict {
 }
 
 fn judge_jar(host: &Path) -> Verdict {
-    let Ok(mut file) = fs::File::open(host) else {
+    let Some(mut file) = open_regular(host) else {
         return Verdict::No;
     };
     let Ok(size) = file.metadata().map(|m| m.len()) else {
@@ -676,7 +689,7 @@ fn judge_jar(host: &Path) -> Verdict {
 }
 
 fn judge_elf(host: &Path) -> Verdict {
-    let Ok(file) = fs::File::open(host) else {
+    let Some(file) = open_regular(host) else {
         return Verdict::No;
     };
     // SAFETY: read-only private mapping of a file we just opened, dropped before return. A
@@ -720,19 +733,22 @@ fn elf_verdict(data: &[u8]) -> Verdict {
     let Some(names) = file.section_by_name(".strtab").and_then(|s| s.data().ok()) else {
         return Verdict::No;
     };
-    let names = &names[..names.len().min(SYMBOL_BUDGET)];
-    let found = memchr::memmem::find_iter(names, b"4rmcp").any(|at| {
-        // `_ZN4rmcp7service...` (legacy) or `..._4rmcp...` (v0): a whole path component.
-        let before = at.checked_sub(1).map(|i| names[i]);
-        let after = names.get(at + 5).copied();
-        !before.is_some_and(|b| b.is_ascii_digit())
-            && after.is_some_and(|a| a.is_ascii_digit() || a == b'E' || a == b'N')
-    });
-    if found {
+    if rmcp_symbols(&names[..names.len().min(SYMBOL_BUDGET)]) {
         Verdict::Yes("Rust binary with symbols of the rmcp crate (the MCP Rust SDK)".into())
     } else {
         Verdict::No
     }
+}
+
+/// Whether a symbol-name table holds paths of the `rmcp` crate: `_ZN4rmcp7service...` (legacy
+/// mangling) or `..._4rmcp...` (v0), as a whole path component (not `14rmcpfoo`, `4rmcpx`).
+fn rmcp_symbols(names: &[u8]) -> bool {
+    memchr::memmem::find_iter(names, b"4rmcp").any(|at| {
+        let before = at.checked_sub(1).map(|i| names[i]);
+        let after = names.get(at + 5).copied();
+        !before.is_some_and(|b| b.is_ascii_digit())
+            && after.is_some_and(|a| a.is_ascii_digit() || a == b'E' || a == b'N')
+    })
 }
 
 /// The MCP host that started this process with stdio pipes, if one did.
@@ -1151,6 +1167,85 @@ import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js"
             resolve_in(&root, Some(Path::new("/")), Path::new("../../g/x.js")),
             Some(PathBuf::from("/g/x.js"))
         );
+    }
+
+    #[test]
+    fn rust_binaries_by_rmcp_symbols() {
+        assert!(rmcp_symbols(
+            b"\0_ZN4core3fmt5write17h0123E\0_ZN4rmcp7service5serve17habcdE\0"
+        ));
+        assert!(rmcp_symbols(b"\0_RNvNtCs1234_4rmcp7service5serve\0"));
+        assert!(
+            !rmcp_symbols(b"\0_ZN14rmcpextras3run17hE\0"),
+            "another crate"
+        );
+        assert!(!rmcp_symbols(b"\0_ZN5rmcpx3run17hE\x004rmcpx\0"));
+        assert!(!rmcp_symbols(b""));
+    }
+
+    #[test]
+    fn the_mcp_host_is_a_supporting_signal() {
+        let f = Fixture::new();
+        f.file("/usr/bin/node", b"\x7fELF");
+        f.file("/srv/app/index.js", b"console.log(1)");
+        let procfs = f.procfs();
+        // The host (pid 20, comm `claude`) and its child with stdin and stdout on pipes.
+        let host = f.dir.join("proc/20");
+        fs::create_dir_all(&host).unwrap();
+        fs::write(host.join("comm"), "claude\n").unwrap();
+        let mut p = f.process(21, "/usr/bin/node", "node /srv/app/index.js", "/");
+        p.ppid = Some(20);
+        let fd = f.dir.join("proc/21/fd");
+        fs::create_dir_all(&fd).unwrap();
+        symlink("pipe:[4242]", fd.join("0")).unwrap();
+        symlink("pipe:[4243]", fd.join("1")).unwrap();
+        let found = Discovery::default().examine(&procfs, &p);
+        assert_eq!(found.built_from, None, "nothing says MCP but the host");
+        assert_eq!(
+            found.host.as_deref(),
+            Some("started over stdio pipes by the MCP host claude (pid 20)")
+        );
+        // A terminal on stdout: not how hosts start servers.
+        let mut q = f.process(22, "/usr/bin/node", "node /srv/app/index.js", "/");
+        q.ppid = Some(20);
+        let fd = f.dir.join("proc/22/fd");
+        fs::create_dir_all(&fd).unwrap();
+        symlink("pipe:[4244]", fd.join("0")).unwrap();
+        symlink("/dev/pts/3", fd.join("1")).unwrap();
+        assert_eq!(Discovery::default().examine(&procfs, &q).host, None);
+        // Another parent.
+        fs::write(host.join("comm"), "bash\n").unwrap();
+        assert_eq!(Discovery::default().examine(&procfs, &p).host, None);
+    }
+
+    #[test]
+    fn special_files_never_block_discovery() {
+        let f = Fixture::new();
+        f.file("/usr/bin/node", b"\x7fELF");
+        f.file("/usr/bin/java", b"\x7fELF");
+        fs::create_dir_all(f.fs().join("srv")).unwrap();
+        let fifo = f.fs().join("srv/fifo.js");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        std::os::unix::fs::symlink(&fifo, f.fs().join("srv/app.jar")).unwrap();
+        // A character device (/dev/zero's numbers) named as a script.
+        let dev = std::ffi::CString::new(f.fs().join("srv/zero.js").to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string; makedev(1, 5) is /dev/zero.
+        let made = unsafe { libc::mknod(dev.as_ptr(), libc::S_IFCHR | 0o644, libc::makedev(1, 5)) };
+        assert_eq!(made, 0, "mknod (the unit tests run as root)");
+        let procfs = f.procfs();
+        let started = std::time::Instant::now();
+        let mut d = Discovery::default();
+        for (pid, exe, cmd) in [
+            (1, "/usr/bin/node", "node /srv/fifo.js"),
+            (2, "/usr/bin/java", "java -jar /srv/app.jar"),
+            (3, "/usr/bin/node", "node /srv/zero.js"),
+        ] {
+            let p = f.process(pid, exe, cmd, "/");
+            assert_eq!(d.examine(&procfs, &p), Discovered::default(), "{cmd}");
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 
     #[test]

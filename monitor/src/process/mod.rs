@@ -3,9 +3,11 @@ pub mod cgroup;
 pub mod discover;
 pub mod gobuild;
 pub mod mcp;
+pub mod pod;
+pub mod sockets;
 pub mod targets;
 
-use std::{fs, path::PathBuf};
+use std::{fs, path::PathBuf, sync::Arc};
 
 use serde::Serialize;
 
@@ -21,6 +23,8 @@ pub struct ProcessInfo {
     pub exe: Option<String>,
     pub cmdline: Vec<String>,
     pub container_id: Option<String>,
+    /// The Kubernetes pod it runs in (see [`pod`]), when its cgroup path names one.
+    pub pod: Option<pod::Pod>,
     /// Identified as an MCP server, or started by one.
     pub mcp: bool,
     #[serde(skip)]
@@ -33,16 +37,19 @@ pub struct ProcessInfo {
     pub discovered: discover::Discovered,
 }
 
-/// Where /proc is (tests point this at a fixture tree).
+/// Where /proc is (tests point this at a fixture tree), and where pods are named (the
+/// kubelet's pod log directory, shared by every clone).
 #[derive(Clone, Debug)]
 pub struct ProcFs {
     root: PathBuf,
+    pods: Arc<pod::PodNames>,
 }
 
 impl Default for ProcFs {
     fn default() -> Self {
         Self {
             root: PathBuf::from("/proc"),
+            pods: Arc::default(),
         }
     }
 }
@@ -85,7 +92,16 @@ pub fn parse_cmdline(raw: &[u8]) -> Vec<String> {
 impl ProcFs {
     #[cfg(test)]
     pub fn at(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Name pods from this kubelet pod log directory (`[kubernetes] pod_log_dir`).
+    pub fn with_pod_log_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.pods = Arc::new(pod::PodNames::new(dir));
+        self
     }
 
     pub(crate) fn path(&self, pid: u32, file: &str) -> PathBuf {
@@ -124,6 +140,9 @@ impl ProcFs {
             .map(|s| cgroup::parse_proc(&s))
             .unwrap_or_default();
         let container_id = cgroup::container_of(&cgroups).map(String::from);
+        // Only a cgroup path that names a pod leads to the pod log directory.
+        let pod =
+            cgroup::pod_of(&cgroups).map(|uid| self.pods.lookup(&uid, container_id.as_deref()));
         let info = ProcessInfo {
             pid,
             ppid: Some(stat.ppid),
@@ -132,6 +151,7 @@ impl ProcFs {
             exe,
             cmdline,
             container_id,
+            pod,
             mcp: false,
             cgroups,
             mcp_reason: None,
@@ -308,6 +328,62 @@ mod tests {
         assert!(info.container_id.unwrap().starts_with("3f4e8b2a"));
         assert!(procfs.load(78, &redactor()).is_none(), "vanished process");
         assert_eq!(procfs.pids(), vec![77]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn loads_the_pod_of_a_kubernetes_process_and_nothing_for_others() {
+        const UID: &str = "6c8a0f1e-2b3d-4c5e-9f01-23456789abcd";
+        const ID: &str = "3f4e8b2a9c1d0e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f";
+        let dir = std::env::temp_dir().join(format!("em-proc-pod-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let proc_dir = |pid: u32, cgroup: &str| {
+            let p = dir.join("proc").join(pid.to_string());
+            fs::create_dir_all(&p).unwrap();
+            fs::write(
+                p.join("stat"),
+                format!("{pid} (mcp) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 9 0"),
+            )
+            .unwrap();
+            fs::write(p.join("cgroup"), cgroup).unwrap();
+        };
+        let systemd_uid = UID.replace('-', "_");
+        proc_dir(
+            10,
+            &format!(
+                "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{systemd_uid}.slice/cri-containerd-{ID}.scope\n"
+            ),
+        );
+        proc_dir(11, "0::/system.slice/mcp.service\n");
+        // As the kubelet writes it.
+        let log = dir
+            .join("log/pods")
+            .join(format!("mcp-servers_github-5f7c_{UID}/server"));
+        fs::create_dir_all(&log).unwrap();
+        fs::write(log.join("0.log"), "").unwrap();
+        let procfs = ProcFs::at(dir.join("proc")).with_pod_log_dir(dir.join("log/pods"));
+        let info = procfs.load(10, &redactor()).unwrap().info;
+        assert_eq!(info.container_id.as_deref(), Some(ID));
+        assert_eq!(
+            info.pod,
+            Some(pod::Pod {
+                namespace: Some("mcp-servers".into()),
+                name: Some("github-5f7c".into()),
+                uid: UID.into(),
+                container: Some("server".into()),
+            })
+        );
+        let json = serde_json::to_value(&info).unwrap();
+        assert_eq!(
+            json["pod"],
+            serde_json::json!({"namespace": "mcp-servers", "name": "github-5f7c", "uid": UID, "container": "server"})
+        );
+        let host = procfs.load(11, &redactor()).unwrap().info;
+        assert_eq!(host.pod, None);
+        assert_eq!(
+            serde_json::to_value(&host).unwrap()["pod"],
+            serde_json::Value::Null
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 

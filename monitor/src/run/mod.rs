@@ -48,6 +48,10 @@ use crate::{
 use kernel::{KernelMaps, Targets};
 use procfs::{LoadReason, Loaded};
 
+use std::collections::BTreeMap;
+
+use crate::{output::text::SummaryKey, suppress::Suppressions};
+
 pub struct RunArgs {
     pub selector: Selector,
     pub mcp_patterns: Vec<String>,
@@ -61,6 +65,8 @@ pub struct RunArgs {
     pub map_sizes: Option<String>,
     /// Force the syscall-tracepoint data path.
     pub syscall_tracepoints: bool,
+    /// Serve Prometheus `/metrics` and `/healthz` at this address (`--metrics-addr`).
+    pub metrics_addr: Option<String>,
 }
 
 /// Ring-buffer records handled per wake-up at most, so signals and timers are served between
@@ -102,7 +108,18 @@ struct Session {
     probes_tx: mpsc::Sender<attach::Request>,
     quiet_targets: bool,
     own_pid: u32,
+    /// `--metrics-addr` (a no-op without it); the sink counts the records it writes.
+    metrics: crate::metrics::Metrics,
+    /// `[[suppress]]`: findings these cover are counted, not printed.
+    suppressions: Suppressions,
+    /// Findings by severity, id, process and destination, for the text view's closing table.
+    summary: BTreeMap<SummaryKey, u64>,
+    /// Summary rows not kept (the table is bounded).
+    summary_more: u64,
 }
+
+/// Rows the closing summary keeps.
+const SUMMARY_ROWS: usize = 1000;
 
 /// The records a process emits in its own context while it lives: the first of them is
 /// worth reading /proc for. (Exit, close and connect results may come after it is gone.)
@@ -120,9 +137,38 @@ fn starts_process(event: &RawEvent) -> bool {
 
 impl Session {
     fn emit(&mut self, record: Record) -> anyhow::Result<()> {
-        match record {
+        match &record {
             Record::Event(_) => self.totals.events += 1,
-            Record::Finding(_) => self.totals.findings += 1,
+            Record::Finding(f) => {
+                if let Some(s) = self.suppressions.find(f, SystemTime::now()) {
+                    *self.totals.suppressed.entry(s.id.clone()).or_default() += 1;
+                    self.metrics.suppressed(f.id);
+                    return Ok(());
+                }
+                self.totals.findings += 1;
+                let key = SummaryKey {
+                    severity: f.id.severity(),
+                    id: f.id.as_str(),
+                    pid: f.process.pid,
+                    comm: f.process.comm.clone(),
+                    destination: f.destination.as_ref().map_or(String::new(), |d| {
+                        let addr = std::net::SocketAddr::new(d.ip, d.port).to_string();
+                        match &d.hostname {
+                            Some(h) => format!("{h} ({addr})"),
+                            None => addr,
+                        }
+                    }),
+                };
+                // A repeated finding comes again with its grown count: keep the largest.
+                let count = f.count.max(1);
+                if let Some(n) = self.summary.get_mut(&key) {
+                    *n = (*n).max(count);
+                } else if self.summary.len() < SUMMARY_ROWS {
+                    self.summary.insert(key, count);
+                } else {
+                    self.summary_more += 1;
+                }
+            }
             Record::Status(_) => {}
         }
         self.sink.emit(&record).context("writing output")
@@ -566,9 +612,8 @@ fn resident_bytes() -> Option<u64> {
 fn open_sink(format: Option<Format>, output: Option<&PathBuf>) -> anyhow::Result<Sink> {
     let (default, out): (Format, Box<dyn Write + Send>) = match output {
         Some(path) => {
-            let file = crate::output::open_output_file(path)
-                .with_context(|| format!("opening --output {}", path.display()))?;
-            (Format::Json, Box::new(std::io::BufWriter::new(file)))
+            return Sink::to_file(format.unwrap_or(Format::Json), path)
+                .with_context(|| format!("opening --output {}", path.display()));
         }
         None => {
             let stdout = std::io::stdout();
@@ -664,8 +709,30 @@ async fn start(args: RunArgs) -> anyhow::Result<Started> {
         None => Config::default(),
     };
     let mut sink = open_sink(args.format, args.output.as_ref())?;
+    let metrics = crate::metrics::Metrics::start(args.metrics_addr.as_deref())?;
+    sink.set_metrics(metrics.clone());
+    let (suppressions, expired) = Suppressions::new(config.suppressions.clone(), SystemTime::now());
+    for s in &expired {
+        sink.emit(&Record::Status(Status::new(
+            StatusKind::Warning,
+            Some("suppress".into()),
+            format!("ignored: expired: {}", s.describe()),
+        )))?;
+    }
+    if !suppressions.is_empty() {
+        let list: Vec<String> = suppressions.iter().map(|s| s.describe()).collect();
+        sink.emit(&Record::Status(Status::new(
+            StatusKind::Suppressions,
+            Some("suppress".into()),
+            format!(
+                "{} active: {} (matching findings are counted, not printed)",
+                list.len(),
+                list.join("; ")
+            ),
+        )))?;
+    }
     let matcher = McpMatcher::new(&args.mcp_patterns)?;
-    let procfs = ProcFs::default();
+    let procfs = ProcFs::default().with_pod_log_dir(&config.kubernetes.pod_log_dir);
     if let Selector::Pids(pids) = &args.selector {
         let missing: Vec<_> = pids.iter().filter(|p| !procfs.exists(**p)).collect();
         if missing.len() == pids.len() {
@@ -751,6 +818,7 @@ async fn start(args: RunArgs) -> anyhow::Result<Started> {
         .context("TARGETS map missing")?
         .try_into()?;
     let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
+    metrics.ring_buffer(&ring);
     let kernel = KernelMaps::take(&mut ebpf)?;
     let fingerprints = match config.fingerprint_key()? {
         Some(key) => Fingerprinter::new(key),
@@ -839,6 +907,20 @@ async fn start(args: RunArgs) -> anyhow::Result<Started> {
                 },
             }))?;
         }
+        // What it had open already was sent before we watched: say so, per connection.
+        let open = crate::process::sockets::open_sockets(&procfs, key.pid);
+        if let Some(message) = crate::process::sockets::describe(
+            key.pid,
+            &target.process.comm,
+            &open,
+            args.include_loopback,
+        ) {
+            sink.emit(&Record::Status(Status::new(
+                StatusKind::Warning,
+                Some("preexisting connections".into()),
+                message,
+            )))?;
+        }
         let found = tls_probes.discover(&mut ebpf, key.pid, key.start);
         for status in found.statuses {
             sink.emit(&Record::Status(status))?;
@@ -858,6 +940,7 @@ async fn start(args: RunArgs) -> anyhow::Result<Started> {
     let (procfs_tx, procfs_handle) = procfs::spawn(procfs, redactor, discovery, proc_reply_tx);
     let (probe_reply_tx, probe_rx) = tokio::sync::mpsc::unbounded_channel();
     let logger = loaded.logger.take();
+    metrics.programs(&ebpf);
     let (probes_tx, ebpf_handle) = attach::spawn(ebpf, tls_probes, probe_reply_tx);
 
     let mut session = Session {
@@ -876,6 +959,10 @@ async fn start(args: RunArgs) -> anyhow::Result<Started> {
         probes_tx,
         quiet_targets,
         own_pid,
+        metrics,
+        suppressions,
+        summary: BTreeMap::new(),
+        summary_more: 0,
     };
     for (key, loaded) in initial {
         session.set_name_checks(key, &loaded);
@@ -966,6 +1053,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut sigusr1 = tokio::signal::unix::signal(SignalKind::user_defined1())?;
+    let mut sighup = tokio::signal::unix::signal(SignalKind::hangup())?;
     let deadline = async {
         match duration {
             Some(d) => tokio::time::sleep(d).await,
@@ -1000,6 +1088,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                     guard.clear_ready();
                 }
                 session.sink.flush()?;
+                session.metrics.heartbeat();
                 if !empty {
                     tokio::task::yield_now().await;
                 }
@@ -1039,10 +1128,28 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                 session.status(status)?;
                 session.sink.flush()?;
             }
+            _ = sighup.recv() => {
+                // logrotate moved the file away: write to a new one by the same name. A
+                // failure keeps the old file and says so.
+                match session.sink.reopen() {
+                    Ok(true) => {}
+                    Ok(false) => tracing::info!("SIGHUP: no --output file to reopen"),
+                    Err(err) => {
+                        let status = Status::new(
+                            StatusKind::Warning,
+                            Some("--output".into()),
+                            format!("SIGHUP: reopening the output file failed ({err}); still writing to the old one"),
+                        );
+                        session.status(status)?;
+                    }
+                }
+            }
             _ = &mut deadline => break "--duration elapsed",
             _ = tick.tick() => {
                 ticks += 1;
                 let now = session.all_drops();
+                let targets = session.analyzer.processes().len();
+                session.metrics.tick(targets, &now, session.totals.decode_errors);
                 if now != reported_drops {
                     let mut status = Status::new(StatusKind::Drops, None, "events were dropped");
                     status.totals = Some(Totals { drops: now.clone(), ..session.totals.clone() });
@@ -1101,10 +1208,16 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     } else {
         format!("stopped ({reason})")
     };
+    let drops: u64 = session.all_drops().values().sum();
+    session
+        .sink
+        .summary(&session.summary, session.summary_more, drops)?;
     let mut status = Status::new(StatusKind::Shutdown, None, message);
     status.totals = Some(session.stats());
     session.sink.emit(&Record::Status(status))?;
     session.sink.flush()?;
+    // No other thread may be inside the allocator when the teardown forks.
+    session.metrics.stop();
     // Stop the workers; the programs come back for the teardown.
     let Session {
         mut targeting,
