@@ -6,7 +6,8 @@ use serde_json::{json, Value};
 fn process() -> Value {
     json!({
         "pid": 16903, "ppid": 16776, "uid": 0, "comm": "curl", "exe": "/usr/bin/curl",
-        "cmdline": ["curl", "-s", "http://10.203.0.2:8080/"], "container_id": null, "mcp": false
+        "cmdline": ["curl", "-s", "http://10.203.0.2:8080/"], "container_id": null, "pod": null,
+        "mcp": false
     })
 }
 
@@ -143,10 +144,15 @@ fn real_shapes_validate() {
 }
 
 #[test]
-fn pod_is_optional_and_nullable() {
+fn pod_is_required_and_nullable() {
     let mut line = connect();
     line["process"]["pod"] = Value::Null;
     assert_valid(&line);
+    line["process"].as_object_mut().unwrap().remove("pod");
+    assert_invalid(
+        &line,
+        "every process object carries pod (null outside Kubernetes)",
+    );
     line["process"]["pod"] = json!({"namespace": "mcp", "name": "github-mcp-0", "uid": "6c8a0f1e-2b3d-4c5e-9f01-23456789abcd", "container": "server"});
     assert_valid(&line);
     // The pod log directory does not know the UID: only the UID is given.
