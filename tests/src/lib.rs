@@ -634,38 +634,51 @@ impl Monitor {
     }
 }
 
+/// Whether a live (not zombie) process named `egress-monitor` is left: an agent, or the child
+/// it hands its uprobe detaches to. A monitor that exited but is not reaped yet (another
+/// test's, stopped next) holds no probes.
+pub fn agent_processes_remain() -> bool {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .any(|e| {
+            let zombie = std::fs::read_to_string(e.path().join("stat")).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            });
+            !zombie
+                && std::fs::read_to_string(e.path().join("comm"))
+                    .is_ok_and(|c| c.trim_end() == "egress-monitor")
+        })
+}
+
 /// The monitor hands uprobe teardown (an RCU grace period per probe, serialized in the kernel)
 /// to a background child and exits. Wait for it, so the next test does not queue behind it.
 pub fn wait_for_uprobe_teardown() {
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
-        let busy = std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .bytes()
-                    .all(|b| b.is_ascii_digit())
-            })
-            .any(|e| {
-                // A monitor that exited but is not reaped yet (another test's, stopped next)
-                // holds no probes.
-                let zombie = std::fs::read_to_string(e.path().join("stat")).is_ok_and(|s| {
-                    s.rsplit_once(')')
-                        .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-                });
-                !zombie
-                    && std::fs::read_to_string(e.path().join("comm"))
-                        .is_ok_and(|c| c.trim_end() == "egress-monitor")
-            });
-        if !busy {
+        if !agent_processes_remain() {
             return;
         }
         thread::sleep(Duration::from_millis(100));
     }
     panic!("egress-monitor's uprobe teardown did not finish within 120 s");
+}
+
+/// A secret nobody else would print: tests search all output for it.
+pub fn secret(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{tag}-{:08x}{:04x}Zq", nanos, std::process::id() & 0xffff)
 }
 
 impl Drop for Monitor {

@@ -9,20 +9,13 @@ use std::{
 };
 
 use egress_monitor_tests::{
-    clients_dir, monitor_bin, pki::Pki, run_client, serial, Client, Monitor, Run, Upstream, Waiting,
+    clients_dir, monitor_bin, pki::Pki, run_client, secret, serial, Client, Monitor, Run, Upstream,
+    Waiting,
 };
 use serde_json::Value;
 
 const HTTP: u16 = 8080;
 const HTTPS: u16 = 8443;
-
-fn secret(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{tag}-{:08x}{:04x}Zq", nanos, std::process::id() & 0xffff)
-}
 
 /// A scratch directory whose path has no MCP-looking word in it (names must not decide here).
 fn scratch(tag: &str) -> PathBuf {

@@ -13,18 +13,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use egress_monitor_tests::{monitor_bin, run_client, serial, Monitor, Upstream};
+use egress_monitor_tests::{monitor_bin, run_client, secret, serial, Monitor, Upstream};
 use serde_json::Value;
 
 const HTTP: u16 = 8080;
-
-fn secret(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{tag}-{:08x}{:04x}Zq", nanos, std::process::id() & 0xffff)
-}
 
 /// A loopback port nobody listens on right now.
 fn free_port() -> u16 {

@@ -5,21 +5,13 @@
 use std::process::Command;
 
 use egress_monitor_tests::{
-    node_module, pki::Pki, python, run_client, serial, venv_python, Client, Monitor, Run, Upstream,
+    node_module, pki::Pki, python, run_client, secret, serial, venv_python, Client, Monitor, Run,
+    Upstream,
 };
 use serde_json::Value;
 
 const HTTP: u16 = 8080;
 const HTTPS: u16 = 8443;
-
-/// A secret nobody else would print: the tests search all output for it.
-fn secret(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{tag}-{:08x}{:04x}Zq", nanos, std::process::id() & 0xffff)
-}
 
 fn ok(c: &Client, what: &str) {
     assert!(

@@ -260,30 +260,6 @@ impl Drop for Monitor {
     }
 }
 
-/// Whether a live (not zombie) process named `egress-monitor` is left: the agent or the child it
-/// hands its uprobe detaches to (as `tests/src/lib.rs` `wait_for_uprobe_teardown` sees them).
-fn agent_processes_remain() -> bool {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .any(|e| {
-            let zombie = std::fs::read_to_string(e.path().join("stat")).is_ok_and(|s| {
-                s.rsplit_once(')')
-                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-            });
-            !zombie
-                && std::fs::read_to_string(e.path().join("comm"))
-                    .is_ok_and(|c| c.trim_end() == "egress-monitor")
-        })
-}
-
 /// The `getppid()` cost with no agent running: the median of three probes.
 fn getppid_baseline(xtask: &Path) -> anyhow::Result<f64> {
     let probes = (0..3)
@@ -326,7 +302,7 @@ fn back_to_baseline(xtask: &Path, signalled: Instant, baseline_ns: f64) -> anyho
         if at > BASELINE_LIMIT {
             return Ok(back);
         }
-        if agent_processes_remain() {
+        if egress_monitor_tests::agent_processes_remain() {
             thread::sleep(Duration::from_millis(20));
             continue;
         }
@@ -567,7 +543,7 @@ pub fn run(root: &Path, bin: &Path, xtask: &Path, runs: usize) -> anyhow::Result
     // A test's agent may still be detaching its uprobes; any other agent would be in every run
     // "without" it.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while agent_processes_remain() {
+    while egress_monitor_tests::agent_processes_remain() {
         if Instant::now() > deadline {
             bail!(
                 "an egress-monitor process is running (not the bench's): the runs without the \
