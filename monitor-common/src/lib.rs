@@ -38,6 +38,19 @@ pub enum EventKind {
     ConnectResult = 10,
     /// A TLS record a target's connection sent ([`TlsRecordEvent`]).
     TlsRecord = 11,
+    /// A targeted process binds a TCP socket (`cgroup/bind4|6`): a listener, usually
+    /// ([`ListenEvent`]).
+    Listen = 40,
+    /// The first packet of a connection accepted on a target's listener ([`AcceptEvent`]).
+    Accept = 41,
+    /// Bytes arriving on such a connection ([`PayloadEvent`] layout, `source`
+    /// `payload_source::PACKET`): the requests a target's server receives.
+    ServerPayload = 42,
+    /// A target's listener or accepted connection was released ([`ServerCloseEvent`]).
+    ServerClose = 43,
+    /// The start of an `SSL_write` on a server-side session of a target ([`PayloadEvent`]
+    /// layout, `sock` = the SSL object, `source` `payload_source::SSL_WRITE`): its responses.
+    TlsResponse = 44,
 }
 
 impl EventKind {
@@ -54,6 +67,11 @@ impl EventKind {
             9 => Self::SocketClose,
             10 => Self::ConnectResult,
             11 => Self::TlsRecord,
+            40 => Self::Listen,
+            41 => Self::Accept,
+            42 => Self::ServerPayload,
+            43 => Self::ServerClose,
+            44 => Self::TlsResponse,
             _ => return None,
         })
     }
@@ -232,12 +250,19 @@ pub enum TlsCall {
     StoreCtxError = 17,
     /// `SSL_CTX_free(ctx)` [ctx].
     CtxFree = 20,
+    /// Go: `crypto/tls.(*Conn).verifyServerCertificate(certs)` entered, in a full client
+    /// handshake [the `*tls.Conn`, the goroutine, number of certificates]. Followed by a `SetFd`
+    /// [conn, socket or 0, descriptor or -1] and the chain's `Cert` events.
+    GoServerCert = 30,
+    /// Go: `crypto/x509.(*Certificate).Verify` entered [-, the goroutine, 1 when called by
+    /// `verifyServerCertificate` itself (InsecureSkipVerify off), 0 from other code].
+    GoX509Verify = 31,
 }
 
 impl TlsCall {
     pub fn from_u32(value: u32) -> Option<Self> {
         use TlsCall::*;
-        const ALL: [TlsCall; 17] = [
+        const ALL: [TlsCall; 19] = [
             SslNew,
             SslFree,
             CtxSetVerify,
@@ -255,6 +280,8 @@ impl TlsCall {
             VerifyCert,
             StoreCtxError,
             CtxFree,
+            GoServerCert,
+            GoX509Verify,
         ];
         ALL.into_iter().find(|c| *c as u32 == value)
     }
@@ -389,6 +416,35 @@ pub mod ssl_flags {
 
 pub const MAX_CERTS_PER_SESSION: u32 = 10;
 
+/// What a Go `crypto/tls` hook knows about its binary (map `GO_TLS`, by attach cookie). Field
+/// offsets come from userspace's table per Go version (`monitor/src/probes/gotls.rs`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoTlsConfig {
+    /// `go_tls::*`.
+    pub flags: u32,
+    pub _pad: u32,
+    /// `x509.(*Certificate).Verify` hook: `verifyServerCertificate` starts this many bytes
+    /// before the hooked address (two's complement when after it)...
+    pub caller_back: u64,
+    /// ... and is this long.
+    pub caller_len: u64,
+    /// `tls.Conn.conn` (a `net.Conn`): offset of the interface's data word.
+    pub conn_data: u32,
+    /// `net.TCPConn` (`net.conn`): offset of `fd *netFD`.
+    pub netconn_fd: u32,
+    /// `netFD.pfd.Sysfd`, `netFD.family`, `netFD.sotype`.
+    pub fd_sysfd: u32,
+    pub fd_family: u32,
+    pub fd_sotype: u32,
+    pub _pad2: u32,
+}
+
+pub mod go_tls {
+    /// The socket offsets of [`super::GoTlsConfig`] are known for this binary's Go version.
+    pub const SOCKET_OFFSETS: u32 = 1;
+}
+
 /// Size of the kernel programs' per-thread state (map `THREADS`; userspace only counts it).
 pub const THREAD_STATE_SIZE: usize = 112;
 
@@ -427,6 +483,8 @@ pub mod payload_source {
     /// A TCP segment leaving the host (`cgroup_skb/egress`); `len` is the segment's payload,
     /// and the capture may skip its start (bytes already seen, retransmitted).
     pub const PACKET: u32 = 5;
+    /// `SSL_write`/`SSL_write_ex` of a server-side session (`EventKind::TlsResponse`).
+    pub const SSL_WRITE: u32 = 6;
 }
 
 /// The start of a write on a tracked socket. Sent with only `captured` bytes of `data`
@@ -507,6 +565,8 @@ pub mod sock_flags {
     /// A TLS connection: its bytes are not copied any more, its record headers are walked
     /// (`SockState::next_record`) until userspace settles it or `MAX_TLS_RECORDS`.
     pub const TLS: u32 = 128;
+    /// A connection accepted on a target's listener: its `AcceptEvent` was sent.
+    pub const SERVER_SEEN: u32 = 256;
 }
 
 /// `ConnectResultEvent::result` of a connect that failed before its SYN was sent (no route,
@@ -628,6 +688,78 @@ pub struct TracepointOffsets {
     pub _pad: u32,
 }
 
+/// A TCP socket a targeted process binds (`cgroup/bind4|6`, before the bind is done: the port
+/// may be 0 for "any", and the bind may still fail).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ListenEvent {
+    pub header: EventHeader,
+    /// The socket (`struct sock` address): [`ServerSock::listener`] of its connections.
+    pub sock: u64,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    /// Host byte order.
+    pub port: u16,
+    pub _pad: u32,
+    /// 4 bytes for IPv4, 16 for IPv6 (network byte order).
+    pub addr: [u8; 16],
+}
+
+/// The first packet seen on a connection a target's listener accepted, written from the
+/// packet's context: `header` names the process that bound the listener (`tid` 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct AcceptEvent {
+    pub header: EventHeader,
+    /// The accepted socket (`struct sock` address).
+    pub sock: u64,
+    /// [`ServerSock::listener`]: which listener it came through.
+    pub listener: u64,
+    /// `AF_INET` or `AF_INET6`: the packet's IP version (an IPv4 client of a dual-stack
+    /// listener is IPv4 here).
+    pub family: u16,
+    /// Host byte order.
+    pub local_port: u16,
+    pub peer_port: u16,
+    pub _pad: u16,
+    /// The address the client reached (the packet's destination) and its own.
+    pub local: [u8; 16],
+    pub peer: [u8; 16],
+}
+
+/// A target's listener or accepted connection was released (`cgroup/sock_release`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ServerCloseEvent {
+    pub header: EventHeader,
+    pub sock: u64,
+    /// Non-zero: the socket is the listener itself.
+    pub listener: u32,
+    /// Non-zero when its first bytes were still being captured.
+    pub undecided: u32,
+}
+
+/// Value of the `SERVER_SOCKS` socket storage (created with `BPF_F_CLONE`): set on a socket a
+/// target binds (or, for a listener that existed before the monitor, by userspace), and
+/// cloned by the kernel into every connection the listener accepts, which then captures its
+/// first incoming bytes with `sock` as any tracked socket does.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerSock {
+    /// Owner (`tgid`, `start`) and capture state; `flags` uses `sock_flags::*`, with
+    /// `sock_flags::SERVER_SEEN` once the connection's `AcceptEvent` went out.
+    pub sock: SockState,
+    /// Names the listener: its `struct sock` address when marked at bind, or an id userspace
+    /// chose when it marked a listener that existed before the monitor.
+    pub listener: u64,
+}
+
+/// Largest start of an `SSL_write` a server response is judged from (its status line and
+/// headers).
+pub const RESPONSE_MAX: usize = 2048;
+/// `SSL_write` calls copied per server-side session at most.
+pub const RESPONSE_WRITES: u32 = 4;
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain `#[repr(C)]` integers with explicit padding.
@@ -636,6 +768,8 @@ mod user {
     unsafe impl aya::Pod for super::SslState {}
     unsafe impl aya::Pod for super::SslKey {}
     unsafe impl aya::Pod for super::TextRange {}
+    unsafe impl aya::Pod for super::GoTlsConfig {}
     unsafe impl aya::Pod for super::SockState {}
     unsafe impl aya::Pod for super::TargetEntry {}
+    unsafe impl aya::Pod for super::ServerSock {}
 }

@@ -5,6 +5,14 @@
 //! # CAs the monitor trusts in addition to the system store when it verifies server
 //! # certificates itself (internal CAs your clients are configured with).
 //! ca_files = ["/etc/ssl/internal-ca.pem"]
+//! # Server names (regexes) whose sessions should be pinned, added to the built-in payment and
+//! # identity providers (`pins::BUILTIN_HIGH_VALUE_HOSTS`).
+//! high_value_hosts = ['\.payments\.example$']
+//!
+//! # SPKI pins (see `pins`): a host name or "*.domain", and the keys it may present.
+//! [[pins]]
+//! host = "api.payments.example"
+//! spki = ["sha256/<base64>", "sha256/<backup key, base64>"]
 //!
 //! [plaintext]
 //! api_key_headers = ["X-Internal-Token"]   # extra API-key header names
@@ -50,6 +58,12 @@ pub struct Config {
     /// The same, checked and compiled by [`Config::parse`].
     #[serde(skip)]
     pub suppressions: Vec<crate::suppress::Suppression>,
+    /// `[[pins]]` tables as written (see [`crate::pins`]).
+    #[serde(default)]
+    pub pins: Vec<crate::pins::PinConfig>,
+    /// `[[pins]]` and `[tls] high_value_hosts`, checked and compiled by [`Config::parse`].
+    #[serde(skip)]
+    pub pinning: crate::pins::Pinning,
 }
 
 /// Where Kubernetes pod identity comes from (`process::pod`).
@@ -87,6 +101,9 @@ pub struct RedactionConfig {
 pub struct TlsConfig {
     #[serde(default)]
     pub ca_files: Vec<PathBuf>,
+    /// Regexes on server names, compiled into [`Config::pinning`].
+    #[serde(default)]
+    pub high_value_hosts: Vec<toml::Spanned<String>>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -118,6 +135,8 @@ impl Config {
             .iter()
             .map(|c| crate::suppress::Suppression::compile(c, text))
             .collect::<anyhow::Result<_>>()?;
+        config.pinning =
+            crate::pins::Pinning::compile(&config.pins, &config.tls.high_value_hosts, text)?;
         Ok(config)
     }
 
@@ -181,6 +200,34 @@ show_inline_code = true
                 .redaction
                 .show_inline_code
         );
+    }
+
+    #[test]
+    fn pins_and_high_value_hosts() {
+        let c = Config::parse(
+            r#"
+[tls]
+ca_files = ["/etc/ssl/internal-ca.pem"]
+high_value_hosts = ['\.payments\.example$']
+
+[[pins]]
+host = "api.payments.example"
+spki = ["sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
+        "sha256/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.pinning.pins.len(), 1);
+        assert!(c.pinning.high_value("api.payments.example").is_some());
+        assert!(Config::default()
+            .pinning
+            .high_value("api.stripe.com")
+            .is_some());
+        let err =
+            Config::parse("[[pins]]\nhost = \"x.example\"\nspki = [\"sha256/x\"]\n").unwrap_err();
+        assert!(format!("{err:#}").contains("line 3"), "{err:#}");
+        let err = Config::parse("[[pin]]\nhost = \"x.example\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("pin"), "{err:#}");
     }
 
     #[test]

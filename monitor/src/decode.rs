@@ -10,6 +10,9 @@ use monitor_common::{
 };
 use serde::{Deserialize, Serialize};
 
+mod server;
+pub use server::{Accept, Listen, ServerClose};
+
 /// A task name as the kernel keeps it: up to 16 bytes, NUL-padded. Stored inline so events
 /// carry it without allocating.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -261,6 +264,15 @@ pub enum RawEvent {
     SocketClose(SocketClose),
     ConnectResult(ConnectResult),
     TlsRecord(TlsRecord),
+    /// A target binds a TCP socket (see `decode/server.rs`).
+    Listen(Listen),
+    /// A connection accepted on a target's listener: its addresses.
+    Accept(Accept),
+    /// Bytes a target's server received on such a connection (`sock`: the connection).
+    ServerPayload(Payload),
+    ServerClose(ServerClose),
+    /// The start of an `SSL_write` of a target's server-side session (`sock`: the SSL object).
+    TlsResponse(Payload),
 }
 
 impl RawEvent {
@@ -278,6 +290,10 @@ impl RawEvent {
             RawEvent::SocketClose(e) => (e.tgid, e.start),
             RawEvent::ConnectResult(e) => (e.tgid, e.start),
             RawEvent::TlsRecord(e) => (e.tgid, e.start),
+            RawEvent::Listen(e) => (e.tgid, e.start),
+            RawEvent::Accept(e) => (e.tgid, e.start),
+            RawEvent::ServerPayload(e) | RawEvent::TlsResponse(e) => (e.tgid, e.start),
+            RawEvent::ServerClose(e) => (e.tgid, e.start),
         }
     }
 
@@ -295,6 +311,10 @@ impl RawEvent {
             RawEvent::SocketClose(e) => e.ktime_ns,
             RawEvent::ConnectResult(e) => e.ktime_ns,
             RawEvent::TlsRecord(e) => e.ktime_ns,
+            RawEvent::Listen(e) => e.ktime_ns,
+            RawEvent::Accept(e) => e.ktime_ns,
+            RawEvent::ServerPayload(e) | RawEvent::TlsResponse(e) => e.ktime_ns,
+            RawEvent::ServerClose(e) => e.ktime_ns,
         }
     }
 }
@@ -459,38 +479,12 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
                 truncated,
             })
         }
-        EventKind::Payload => {
-            // Variable length: the fixed part, then `captured` bytes.
-            if bytes.len() < PAYLOAD_HEADER_LEN {
-                return Err(DecodeError::Short {
-                    kind: header.kind,
-                    len: bytes.len(),
-                    want: PAYLOAD_HEADER_LEN,
-                });
-            }
-            let u32_at = |offset: usize| {
-                u32::from_ne_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes"))
-            };
-            let fd = u32_at(std::mem::offset_of!(PayloadEvent, fd)) as i32;
-            let sock_at = std::mem::offset_of!(PayloadEvent, sock);
-            let sock = u64::from_ne_bytes(bytes[sock_at..sock_at + 8].try_into().expect("8 bytes"));
-            let source = u32_at(std::mem::offset_of!(PayloadEvent, source));
-            let len = u32_at(std::mem::offset_of!(PayloadEvent, len));
-            let captured =
-                (u32_at(std::mem::offset_of!(PayloadEvent, captured)) as usize).min(PAYLOAD_MAX);
-            let end = (PAYLOAD_HEADER_LEN + captured).min(bytes.len());
-            RawEvent::Payload(Payload {
-                tgid: header.tgid,
-                start: header.start,
-                tid: header.tid,
-                ktime_ns: header.ktime_ns,
-                sock,
-                fd,
-                source,
-                len,
-                data: bytes[PAYLOAD_HEADER_LEN..end].to_vec(),
-            })
-        }
+        EventKind::Payload => RawEvent::Payload(payload(bytes, &header)?),
+        EventKind::Listen
+        | EventKind::Accept
+        | EventKind::ServerPayload
+        | EventKind::ServerClose
+        | EventKind::TlsResponse => server::decode(kind, bytes, &header)?,
         EventKind::SocketClose => {
             let e: SocketCloseEvent = read(bytes, header.kind)?;
             RawEvent::SocketClose(SocketClose {
@@ -550,6 +544,37 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
                 value: text(&e.value, e.value_len),
             })
         }
+    })
+}
+
+/// A [`PayloadEvent`] record: the fixed part, then `captured` bytes (variable length).
+fn payload(bytes: &[u8], header: &EventHeader) -> Result<Payload, DecodeError> {
+    if bytes.len() < PAYLOAD_HEADER_LEN {
+        return Err(DecodeError::Short {
+            kind: header.kind,
+            len: bytes.len(),
+            want: PAYLOAD_HEADER_LEN,
+        });
+    }
+    let u32_at =
+        |offset: usize| u32::from_ne_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes"));
+    let fd = u32_at(std::mem::offset_of!(PayloadEvent, fd)) as i32;
+    let sock_at = std::mem::offset_of!(PayloadEvent, sock);
+    let sock = u64::from_ne_bytes(bytes[sock_at..sock_at + 8].try_into().expect("8 bytes"));
+    let source = u32_at(std::mem::offset_of!(PayloadEvent, source));
+    let len = u32_at(std::mem::offset_of!(PayloadEvent, len));
+    let captured = (u32_at(std::mem::offset_of!(PayloadEvent, captured)) as usize).min(PAYLOAD_MAX);
+    let end = (PAYLOAD_HEADER_LEN + captured).min(bytes.len());
+    Ok(Payload {
+        tgid: header.tgid,
+        start: header.start,
+        tid: header.tid,
+        ktime_ns: header.ktime_ns,
+        sock,
+        fd,
+        source,
+        len,
+        data: bytes[PAYLOAD_HEADER_LEN..end].to_vec(),
     })
 }
 

@@ -41,6 +41,40 @@ enum Command {
         #[arg(long, value_enum, default_value = "html")]
         format: monitor::report::ReportFormat,
     },
+    /// Suggest a `[[pins]]` block for every upstream whose TLS handshakes verified cleanly in
+    /// a run (its JSON lines or a recording), for `--config`.
+    Pins {
+        /// JSON lines as `run` writes them, or a recording (`-`: standard input).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Write the block to OUT (created 0600, replaced whole) instead of standard output.
+        #[arg(short = 'o', long = "output", value_name = "OUT")]
+        output: Option<PathBuf>,
+    },
+    /// Run a recording (`run --record`) through the analysis again: the findings of the run
+    /// that wrote it, judged with this configuration (pins, suppressions, auth hosts).
+    Replay {
+        /// A recording written by `run --record`.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Output format (default: text on a terminal, JSON lines otherwise).
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        /// Write to OUT instead of standard output.
+        #[arg(short = 'o', long = "output", value_name = "OUT")]
+        output: Option<PathBuf>,
+        /// Deployment settings (TOML), as for `run`.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Write a synthetic recording of N inputs (for `cargo xtask bench`).
+    #[command(hide = true)]
+    SyntheticRecording {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        #[arg(long, default_value_t = 10_000_000)]
+        inputs: u64,
+    },
 }
 
 #[derive(Args)]
@@ -101,6 +135,40 @@ struct RunCli {
     /// (e.g. 127.0.0.1:9464; off by default).
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<String>,
+    /// Also write everything the analysis consumed to FILE (created 0600), for `replay` and
+    /// `report`. Credentials are never in it: the bytes a connection carried are analysed
+    /// now, and only what the detectors decided is kept.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
+    /// Keep the recording under SIZE (bytes, or with a K, M or G suffix) by dropping its
+    /// oldest data, counted in the file and in a status line.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "record")]
+    record_max_size: Option<u64>,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (bytes, or a number with K, M or G)"))?;
+    let factor: u64 = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use K, M or G)")),
+    };
+    let size = n
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{s:?} is too large"))?;
+    if size < 64 * 1024 {
+        return Err("the recording needs at least 64K".into());
+    }
+    Ok(size)
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -188,8 +256,28 @@ fn main() -> std::process::ExitCode {
                 map_sizes: args.map_sizes,
                 syscall_tracepoints: args.syscall_tracepoints,
                 metrics_addr: args.metrics_addr,
+                record: args.record,
+                record_max_size: args.record_max_size,
             })
             .map(|()| true)
+        }
+        Command::Replay {
+            file,
+            format,
+            output,
+            config,
+        } => monitor::replay::run(monitor::replay::ReplayArgs {
+            file,
+            format,
+            output,
+            config,
+        })
+        .map(|_| true),
+        Command::Pins { file, output } => {
+            monitor::report::pins(&file, output.as_deref()).map(|()| true)
+        }
+        Command::SyntheticRecording { file, inputs } => {
+            monitor::record::synthetic::write(&file, inputs).map(|()| true)
         }
     };
     match result {

@@ -285,3 +285,92 @@ fn doctor_schema() {
     doc["capabilities"][0]["min_kernel"] = json!(5.8);
     assert!(!schema::errors(schema::doctor(), &doc).is_empty());
 }
+
+/// The pin findings and the internal-CA evidence of TLS_UNTRUSTED_CA (monitor/src/analyze/pins.rs).
+#[test]
+fn pin_findings_validate() {
+    const PIN: &str = "sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+    const OTHER: &str = "sha256/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let finding = |id: &str, severity: &str, extra: Value| {
+        let mut line = verify_disabled();
+        line["id"] = json!(id);
+        line["severity"] = json!(severity);
+        let evidence = line["evidence"].as_object_mut().unwrap();
+        evidence.remove("process_bypass");
+        evidence.extend(extra.as_object().unwrap().clone());
+        line
+    };
+    let observed = json!([
+        {"pin": PIN, "certificate": "leaf", "subject": "CN=api.test"},
+        {"pin": OTHER, "certificate": "trust anchor", "subject": "CN=Test CA"}
+    ]);
+    let mismatch = finding(
+        "TLS_PIN_MISMATCH",
+        "HIGH",
+        json!({
+            "reason": "api.test presented no key pinned for it", "pinned_host": "*.test",
+            "expected_pins": [OTHER], "observed_pins": observed,
+            "chain_compared": "the 1 certificate(s) the server sent, and the trust anchor",
+            "handshake": "completed"
+        }),
+    );
+    assert_valid(&mismatch);
+    let mut bad = mismatch.clone();
+    bad["evidence"]["expected_pins"] = json!(["sha1/abc"]);
+    assert_invalid(&bad, "a pin of another shape");
+    let mut bad = mismatch.clone();
+    bad["severity"] = json!("MEDIUM");
+    assert_invalid(&bad, "TLS_PIN_MISMATCH is HIGH");
+
+    let unpinned = finding(
+        "TLS_UNPINNED_HIGH_VALUE",
+        "MEDIUM",
+        json!({
+            "reason": "api.stripe.com is high-value", "high_value_because": "built-in: payment provider Stripe",
+            "observed_pin": PIN, "observed_pins": observed,
+            "snippet": format!("[[pins]]\nhost = \"api.stripe.com\"\nspki = [\n  \"{PIN}\",\n]\n")
+        }),
+    );
+    assert_valid(&unpinned);
+    let mut withheld = unpinned.clone();
+    withheld["evidence"]["snippet"] = Value::Null;
+    withheld["evidence"]["snippet_withheld"] = json!("the certificate did not verify here");
+    assert_valid(&withheld);
+    withheld["evidence"]
+        .as_object_mut()
+        .unwrap()
+        .remove("snippet");
+    assert_invalid(
+        &withheld,
+        "the snippet is always there (null when withheld)",
+    );
+
+    let single = finding(
+        "TLS_SINGLE_PIN",
+        "INFO",
+        json!({"reason": "one key", "pinned_host": "api.test", "expected_pins": [PIN]}),
+    );
+    assert_valid(&single);
+    let mut two = single.clone();
+    two["evidence"]["expected_pins"] = json!([PIN, OTHER]);
+    assert_invalid(&two, "a single pin is one pin");
+
+    let untrusted = finding(
+        "TLS_UNTRUSTED_CA",
+        "MEDIUM",
+        json!({
+            "issuer": {"name": "CN=Corp Root", "private": true, "seen_on": ["a.corp:443"]},
+            "fix": {"ca_file": "/etc/ssl/corp-ca.pem"}
+        }),
+    );
+    assert_valid(&untrusted);
+    let mut no_fix = untrusted.clone();
+    no_fix["evidence"]["fix"] = Value::Null;
+    no_fix["evidence"]["issuer"] = Value::Null;
+    assert_valid(&no_fix);
+    no_fix["evidence"].as_object_mut().unwrap().remove("fix");
+    assert_invalid(
+        &no_fix,
+        "TLS_UNTRUSTED_CA always says whether a CA file fixes it",
+    );
+}

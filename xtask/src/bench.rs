@@ -2,12 +2,16 @@
 //! this machine with the release binary against the real kernel. Not a test: numbers to read
 //! (and to quote in notes), printed as a table and written to `target/bench/results.json`.
 //!
-//! **Goals (issue 8), as ratios.** The machines are shared and noisy (2 vCPUs), so a cost is never
-//! one timed run: each goal is the median over N (default 5) *paired* runs, a pair being one run
-//! without the agent and one with it, back to back, alternating which goes first. A pair's ratio
-//! is throughput_with / throughput_without, or time_without / time_with (1.0: the agent costs
-//! nothing; above 1 is noise). With the agent untargeted (its default mode, `--mcp`; the load is
-//! no MCP server):
+//! **Goals (issue 8), as ratios.** The machines are shared and noisy (2 vCPUs; consecutive wrk
+//! runs with no agent at all differ by up to ±8 %), so a cost is never one timed run. Each ratio
+//! goal is the median over N (default 15) *pairs*, a pair being one run without the agent and one
+//! with it. A pair's ratio is throughput_with / throughput_without, or time_without / time_with
+//! (1.0: the agent costs nothing; above 1 is noise). Beside the median: a distribution-free 90 %
+//! confidence interval for it (order statistics, `bench/report.rs`), and the verdict **MET**
+//! (median >= goal), **MISSED** (the whole interval below the goal) or **UNDECIDED** (the noise
+//! is too large to tell). A goal that is not met does not fail the bench.
+//!
+//! With the agent untargeted (its default mode, `--mcp`; the load is no MCP server):
 //! - a tight `getppid()` loop (`bench-syscalls`, ns per call; goal 0.99): the syscall entry and
 //!   exit paths of every thread of the host;
 //! - the UDP `connect(2)` loop (`bench-load`, connects/s; goal 0.95): the cgroup connect hook;
@@ -20,13 +24,25 @@
 //!
 //! With the agent targeting the load: wrk -> nginx over plain HTTP (`--comm wrk`, requests/s;
 //! goal 0.95) and a Node HTTPS client looping keep-alive requests (`--pid`, µs per request;
-//! goal 0.95). A missed ratio goal is reported as MISSED and does not fail the bench.
+//! goal 0.95).
 //!
-//! **The kernel's floor.** The same UDP connect loop and HTTP wrk, paired without and with two
-//! *empty* programs (`r0 = 1; exit`) on `cgroup/connect4` and `cgroup_skb/egress` of the cgroup
-//! root and no agent (`bench/floor.rs`): what the hooks cost before any program does anything.
-//! A goal whose floor is below it is out of reach for any agent on those hooks on this kernel,
-//! and its verdict says so.
+//! **Windows.** Starting and stopping the agent costs seconds (readiness, settling, the uprobe
+//! teardown), so runs come in *windows*: up to `WINDOW` (3) short runs of each load with one
+//! agent start, next to a window of as many runs without it; run i of one is paired with run i of
+//! the other. Windows alternate which goes first (without/with, then with/without: ABBA), so drift
+//! cancels out. The untargeted loads take turns inside a window (getppid, UDP, HTTPS, HTTP, then
+//! again), so each pair's two runs are a few seconds apart; the untargeted agent's readiness and
+//! way back are measured at each of its starts and stops (N / 3 of them). The pairs of one window
+//! share an agent start, so they are not quite independent samples: the interval is a guide.
+//!
+//! **The kernel's floor.** The same UDP connect loop, HTTP and HTTPS wrk and Node loop, paired
+//! without and with two *empty* programs (`r0 = 1; exit`) on `cgroup/connect4` and
+//! `cgroup_skb/egress` of the cgroup root and no agent (`bench/floor.rs`): what those hooks cost
+//! before any program does anything. Attaching them takes milliseconds, so these pairs alternate
+//! run by run (ABBA). A ratio goal that is not met is also judged against goal × floor (the best
+//! an agent on those hooks could do if its own programs cost what the goal allows), and when the
+//! floor's whole interval is below the goal the verdict says it is out of reach on this kernel.
+//! Targeted HTTP wrk shares the HTTP floor.
 //!
 //! **BPF stats.** One extra run each of untargeted HTTPS wrk, targeted HTTP wrk and targeted Node
 //! with `kernel.bpf_stats_enabled` on: run time and run count of each of the agent's programs
@@ -38,21 +54,24 @@
 //! drops. Resident memory idle and after that load. 10,000 short-lived targeted processes (every
 //! 10th over TLS) with every table back to its baseline after them.
 //!
-//! The four untargeted loads share one agent start per session (the agent's readiness and its
-//! way back are measured around them), so a pair costs one start and one teardown (~6 s here).
-//! Durations keep `--runs 5` well under 15 minutes on the 2-vCPU machines (6 m 45 s here, churn
-//! 50-70 s of it): wrk runs 3 s (~300k requests: the noise of a ratio is drift from run to run,
-//! ±8 % between consecutive 3 s wrk runs with no agent at all, not the length of one run; more
-//! pairs help, longer runs barely), the Node loop 10,000 requests (~2 s at ~200 µs each; the
-//! bench had 20,000), the `getppid()` loop 5,000,000 calls (~0.8 s), the connect loop 1,000,000
-//! connects (~1.1 s).
+//! **Durations.** The noise of a ratio is drift from run to run, not the length of a run: many
+//! short pairs decide more than a few long ones. A run is 1 s of wrk (~100k requests), 5,000 Node
+//! requests (~1 s), 3,000,000 `getppid()` calls (~0.5 s) or 500,000 UDP connects (~0.5 s); the
+//! whole bench at the default 15 pairs stays under 15 minutes on the 2-vCPU machines (churn 50-70 s
+//! of it). `--only PART[,PART]` (hidden; `bench/select.rs`) runs some parts only, for iteration.
+//!
+//! **Adding a goal.** A ratio: a `Series` (`Better::Higher` for a throughput) filled with pairs
+//! by `windows`. A plain value (seconds, records/s): a `Measure` with its bound and direction,
+//! filled with samples and pushed to `measures` in `run`: it gets its table row (median, interval,
+//! verdict), its detail line and its entry under `measures` in results.json. Name the part in
+//! `select::PARTS` so `--only` can pick it.
 //!
 //! External commands are started from this file only (the unit test in `source_scan.rs` reads it
 //! for them); `bench/` holds the pure parts and the load generators.
 use std::{
     collections::HashSet,
     io::{BufRead, BufReader, Write},
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -66,26 +85,47 @@ mod bpf;
 mod floor;
 mod load;
 mod report;
+mod select;
 
-use report::{Better, Pair, Row, Series, Timing};
+use report::{Better, Measure, Pair, Row, Series};
+use select::Only;
 
 pub use load::{connects as load, syscalls};
 
-/// `getppid()` calls in the loop of the untargeted goal (~0.5 s).
-const GETPPID_CALLS: u64 = 5_000_000;
+/// `cargo xtask bench`'s options.
+#[derive(clap::Args)]
+pub struct Options {
+    /// Pairs (one run without the agent, one with it) per ratio goal; each goal is their median.
+    #[arg(long, default_value_t = 15)]
+    pub runs: usize,
+    /// Measure this egress-monitor binary instead of building the release one (it must be
+    /// named `egress-monitor`: the bench waits for processes of that name to end).
+    #[arg(long, hide = true)]
+    pub bin: Option<PathBuf>,
+    /// Run only these parts, comma-separated (`--only list` lists them).
+    #[arg(long, hide = true, value_delimiter = ',', value_parser = select::name)]
+    pub only: Vec<String>,
+}
+
+/// Runs of each load per agent start (see "Windows" above).
+const WINDOW: usize = 3;
+/// `getppid()` calls in one run of the untargeted goal's loop (~0.5 s).
+const GETPPID_CALLS: u64 = 3_000_000;
 /// `getppid()` calls of one probe while waiting for the host to be back to its baseline (~0.1 s).
 const PROBE_CALLS: u64 = 1_000_000;
 /// Back to baseline: the `getppid()` cost at most this fraction above the pre-run baseline...
 const BASELINE_TOLERANCE: f64 = 0.01;
 /// ...within this long after SIGTERM (or the run counts as never back).
 const BASELINE_LIMIT: Duration = Duration::from_secs(30);
-/// UDP connects per run of the connect loop, paired and flood alike.
+/// UDP connects per paired run of the connect loop (~0.5 s)...
+const PAIRED_CONNECTS: u64 = 500_000;
+/// ...and per run of the targeted connect flood.
 const CONNECTS: u64 = 1_000_000;
-/// wrk: one thread, 8 keep-alive connections, 3 s a run.
-const WRK_SECONDS: u32 = 3;
+/// wrk: one thread, 8 keep-alive connections, 1 s a run.
+const WRK_SECONDS: u32 = 1;
 const WRK_CONNECTIONS: u32 = 8;
-/// Sequential keep-alive requests of one Node client run.
-const NODE_REQUESTS: u64 = 10_000;
+/// Sequential keep-alive requests of one Node client run (~1 s).
+const NODE_REQUESTS: u64 = 5_000;
 /// After `ready`, before a measured load: the ratios are about the agent's steady state, not
 /// its start (readiness is a goal of its own).
 const SETTLE: Duration = Duration::from_secs(1);
@@ -317,6 +357,57 @@ fn back_to_baseline(xtask: &Path, signalled: Instant, baseline_ns: f64) -> anyho
 }
 
 /// A progress line on stderr, with the time since the bench started.
+/// Inputs in the synthetic recording replayed (issue 10's goal is stated for 10M).
+const REPLAY_INPUTS: u64 = 10_000_000;
+
+/// `egress-monitor replay` of a synthetic 10M-input recording (`synthetic-recording`: busy MCP
+/// servers, a quarter of their connections plain HTTP with a bearer token, the rest TLS), its
+/// JSON lines written to /dev/null: inputs per second of wall time, start-up included, on the
+/// one core replay uses. No agent runs meanwhile; the machine's other load is the noise.
+fn replay_throughput(root: &Path, bin: &Path, runs: usize) -> anyhow::Result<Measure> {
+    let mut m = Measure::new(
+        "replay_throughput",
+        "replay of a synthetic 10M-input recording",
+        "inputs/s",
+        Better::Higher,
+        1_000_000.0,
+    );
+    let dir = root.join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("synthetic.emrec");
+    progress("writing the synthetic recording");
+    let status = Command::new(bin)
+        .arg("synthetic-recording")
+        .arg(&file)
+        .args(["--inputs", &REPLAY_INPUTS.to_string()])
+        .status()
+        .context("running egress-monitor synthetic-recording")?;
+    if !status.success() {
+        bail!("egress-monitor synthetic-recording failed: {status}");
+    }
+    for run in 0..runs {
+        progress(&format!("replay {}/{runs}", run + 1));
+        let started = Instant::now();
+        let out = Command::new(bin)
+            .arg("replay")
+            .arg(&file)
+            .args(["--format", "json", "-o", "/dev/null"])
+            .stderr(Stdio::piped())
+            .output()
+            .context("running egress-monitor replay")?;
+        let seconds = started.elapsed().as_secs_f64();
+        if !out.status.success() {
+            bail!(
+                "egress-monitor replay failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        m.samples.push(Some(REPLAY_INPUTS as f64 / seconds));
+    }
+    let _ = std::fs::remove_file(&file);
+    Ok(m)
+}
+
 fn progress(msg: &str) {
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     let start = START.get_or_init(Instant::now);
@@ -326,41 +417,70 @@ fn progress(msg: &str) {
     ));
 }
 
-/// N pairs of `session(false)` (without the agent) and `session(true)` (with it), alternating
-/// which goes first: (without, with, with went first) per pair.
-fn paired<T>(
+/// A window of runs without the agent and the adjacent window with it (`Vec`s of one entry per
+/// run, or whatever a session returns).
+struct WindowPair<T> {
+    without: T,
+    with: T,
+    with_first: bool,
+}
+
+/// Windows of `session(false, k)` (without the agent) and `session(true, k)` (with it), `k` runs
+/// each (at most `window`), until `runs` runs of each were done; which goes first alternates
+/// (without/with, with/without, ...: ABBA).
+fn windows<T>(
     runs: usize,
+    window: usize,
     label: &str,
-    mut session: impl FnMut(bool) -> anyhow::Result<T>,
-) -> anyhow::Result<Vec<(T, T, bool)>> {
-    let mut out = Vec::with_capacity(runs);
-    for i in 0..runs {
-        let with_first = i % 2 == 1;
+    mut session: impl FnMut(bool, usize) -> anyhow::Result<T>,
+) -> anyhow::Result<Vec<WindowPair<T>>> {
+    let mut out = Vec::new();
+    let mut done = 0;
+    while done < runs {
+        let k = window.min(runs - done);
+        let with_first = out.len() % 2 == 1;
         progress(&format!(
-            "{label}, pair {}/{runs} ({} the agent first)",
-            i + 1,
+            "{label}: runs {}-{} of {runs} ({} the agent first)",
+            done + 1,
+            done + k,
             if with_first { "with" } else { "without" }
         ));
         let (without, with) = if with_first {
-            let with = session(true)?;
-            (session(false)?, with)
+            let with = session(true, k)?;
+            (session(false, k)?, with)
         } else {
-            let without = session(false)?;
-            (without, session(true)?)
+            let without = session(false, k)?;
+            (without, session(true, k)?)
         };
-        out.push((without, with, with_first));
+        out.push(WindowPair {
+            without,
+            with,
+            with_first,
+        });
+        done += k;
     }
     Ok(out)
 }
 
-fn pair(without: f64, with: f64, with_first: bool) -> Pair {
-    Pair {
-        without,
-        with,
-        with_first,
+/// Pair run i of a window without the agent with run i of the window with it, for each load
+/// measured (`get` picks one load's value from a run).
+fn pairs_of<R>(
+    windows: &[WindowPair<Vec<R>>],
+    series: &mut Series,
+    get: impl Fn(&R) -> Option<f64>,
+) {
+    for w in windows {
+        for (a, b) in w.without.iter().zip(&w.with) {
+            if let (Some(without), Some(with)) = (get(a), get(b)) {
+                series.pairs.push(Pair {
+                    without,
+                    with,
+                    with_first: w.with_first,
+                });
+            }
+        }
     }
 }
-
 /// One wrk run: requests per second and requests done.
 struct Wrk {
     per_second: f64,
@@ -405,7 +525,9 @@ struct Bench<'a> {
     udp_target: String,
     https_url: String,
     http_url: String,
-    ca: std::path::PathBuf,
+    ca: PathBuf,
+    /// The cgroup v2 root, where the floor's empty hooks go.
+    cgroup: PathBuf,
 }
 
 impl Bench<'_> {
@@ -440,17 +562,69 @@ fn node_go(mut child: Child) -> anyhow::Result<f64> {
     Ok(secs * 1e6 / NODE_REQUESTS as f64)
 }
 
-/// One untargeted session's measurements (the same loads with the agent and without).
-struct Untargeted {
-    getppid_ns: f64,
-    connects_per_second: f64,
-    https: Wrk,
-    http: Wrk,
-    /// With the agent: its readiness, resident memory after the loads, and the way back.
-    agent: Option<(f64, u64, Back)>,
+/// One run of each selected load, untargeted or on the floor's empty hooks: `None` for a load
+/// not selected.
+#[derive(Default)]
+struct Round {
+    getppid_ns: Option<f64>,
+    connects_per_second: Option<f64>,
+    https: Option<f64>,
+    http: Option<f64>,
+    node_us: Option<f64>,
 }
 
-fn untargeted_session(b: &Bench, agent: bool) -> anyhow::Result<Untargeted> {
+/// Which loads a round runs.
+#[derive(Clone, Copy, Default)]
+struct Loads {
+    getppid: bool,
+    udp: bool,
+    https: bool,
+    http: bool,
+    node: bool,
+}
+
+impl Loads {
+    fn any(&self) -> bool {
+        self.getppid || self.udp || self.https || self.http || self.node
+    }
+}
+
+fn round(b: &Bench, loads: Loads) -> anyhow::Result<Round> {
+    let mut r = Round::default();
+    if loads.getppid {
+        r.getppid_ns = Some(getppid_ns(b.xtask, GETPPID_CALLS)?);
+    }
+    if loads.udp {
+        let (n, secs) = Generator::spawn(b.xtask, &b.udp_target, PAIRED_CONNECTS, None)?.go()?;
+        r.connects_per_second = Some(n as f64 / secs);
+    }
+    if loads.https {
+        r.https = Some(wrk(&b.https_url)?.per_second);
+    }
+    if loads.http {
+        r.http = Some(wrk(&b.http_url)?.per_second);
+    }
+    if loads.node {
+        r.node_us = Some(node_go(b.node_client()?)?);
+    }
+    Ok(r)
+}
+
+/// The untargeted agent of one window: its readiness, resident memory after the loads, and the
+/// way back.
+struct AgentRun {
+    ready_secs: f64,
+    rss: u64,
+    back: Back,
+}
+
+/// One untargeted window: `k` rounds of the selected loads, with the agent (`--mcp`) or without.
+fn untargeted_window(
+    b: &Bench,
+    loads: Loads,
+    agent: bool,
+    k: usize,
+) -> anyhow::Result<(Vec<Round>, Option<AgentRun>)> {
     let mut running = None;
     if agent {
         let baseline = getppid_baseline(b.xtask)?;
@@ -458,33 +632,38 @@ fn untargeted_session(b: &Bench, agent: bool) -> anyhow::Result<Untargeted> {
         thread::sleep(SETTLE);
         running = Some((baseline, monitor));
     }
-    let getppid_ns = getppid_ns(b.xtask, GETPPID_CALLS)?;
-    let (n, secs) = Generator::spawn(b.xtask, &b.udp_target, CONNECTS, None)?.go()?;
-    let https = wrk(&b.https_url)?;
-    let http = wrk(&b.http_url)?;
+    let rounds = (0..k)
+        .map(|_| round(b, loads))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let agent = match running {
         Some((baseline, monitor)) => {
             let rss = rss(&monitor.stats()?);
-            let ready = monitor.ready_secs;
+            let ready_secs = monitor.ready_secs;
             let (signalled, _, _) = monitor.terminate()?;
             let back = back_to_baseline(b.xtask, signalled, baseline)?;
             // Never back within the limit: still let the teardown end before the next run.
             egress_monitor_tests::wait_for_uprobe_teardown();
-            Some((ready, rss, back))
+            Some(AgentRun {
+                ready_secs,
+                rss,
+                back,
+            })
         }
         None => None,
     };
-    Ok(Untargeted {
-        getppid_ns,
-        connects_per_second: n as f64 / secs,
-        https,
-        http,
-        agent,
-    })
+    Ok((rounds, agent))
 }
 
-/// plain HTTP wrk, without the agent or with it targeting wrk: requests/s.
-fn targeted_wrk_session(b: &Bench, agent: bool) -> anyhow::Result<f64> {
+/// One floor window: `k` rounds of the selected loads, with the empty hooks attached or not.
+fn floor_window(b: &Bench, loads: Loads, hooks: bool, k: usize) -> anyhow::Result<Vec<Round>> {
+    let _hooks = hooks
+        .then(|| floor::EmptyHooks::attach(&b.cgroup))
+        .transpose()?;
+    (0..k).map(|_| round(b, loads)).collect()
+}
+
+/// `k` plain HTTP wrk runs, without the agent or with it targeting wrk: requests/s each.
+fn targeted_wrk_window(b: &Bench, agent: bool, k: usize) -> anyhow::Result<Vec<f64>> {
     let monitor = if agent {
         let m = Monitor::start(b.bin, &["--comm".into(), "wrk".into()], None)?;
         thread::sleep(SETTLE);
@@ -492,30 +671,39 @@ fn targeted_wrk_session(b: &Bench, agent: bool) -> anyhow::Result<f64> {
     } else {
         None
     };
-    let rate = wrk(&b.http_url)?.per_second;
+    let rates = (0..k)
+        .map(|_| Ok(wrk(&b.http_url)?.per_second))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     if let Some(m) = monitor {
         m.stop()?;
     }
-    Ok(rate)
+    Ok(rates)
 }
 
-/// The Node keep-alive loop, without the agent or with it targeting the client: µs/request.
-fn node_session(b: &Bench, agent: bool) -> anyhow::Result<f64> {
-    let client = b.node_client()?;
+/// `k` Node keep-alive loops (one client process each, all started first), without the agent or
+/// with it targeting the clients (`--pid` of each): µs/request each.
+fn node_window(b: &Bench, agent: bool, k: usize) -> anyhow::Result<Vec<f64>> {
+    let clients = (0..k)
+        .map(|_| b.node_client())
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let monitor = if agent {
-        let m = Monitor::start(b.bin, &["--pid".into(), client.id().to_string()], None)?;
+        let mut args = vec!["--pid".to_string()];
+        args.extend(clients.iter().map(|c| c.id().to_string()));
+        let m = Monitor::start(b.bin, &args, None)?;
         thread::sleep(SETTLE);
         Some(m)
     } else {
         None
     };
-    let us = node_go(client)?;
+    let us = clients
+        .into_iter()
+        .map(node_go)
+        .collect::<anyhow::Result<Vec<_>>>()?;
     if let Some(m) = monitor {
         m.stop()?;
     }
     Ok(us)
 }
-
 /// One run of `load` with the agent (`args`) and BPF stats on: what each of the agent's programs
 /// (those loaded since just before it started) did during the load, and the load's request count.
 fn with_bpf_stats(
@@ -533,10 +721,13 @@ fn with_bpf_stats(
     Ok((bpf::delta(&start, &end), requests))
 }
 
-pub fn run(root: &Path, bin: &Path, xtask: &Path, runs: usize) -> anyhow::Result<()> {
+pub fn run(root: &Path, bin: &Path, xtask: &Path, opts: &Options) -> anyhow::Result<()> {
+    let runs = opts.runs;
     if runs == 0 {
         bail!("--runs must be at least 1");
     }
+    let only = Only::parse(&opts.only)?;
+    let started = Instant::now();
     // The same lock as the end-to-end tests: they use the same addresses.
     progress("waiting for the end-to-end test lock");
     let _serial = egress_monitor_tests::serial();
@@ -552,7 +743,9 @@ pub fn run(root: &Path, bin: &Path, xtask: &Path, runs: usize) -> anyhow::Result
         }
         thread::sleep(Duration::from_millis(100));
     }
-    progress(&format!("{runs} paired runs per ratio"));
+    progress(&format!(
+        "{runs} pairs per ratio, in windows of up to {WINDOW} runs per agent start"
+    ));
     let upstream = Upstream::create()?;
     let server = nginx(&upstream, HTTPS_PORT)?;
     let b = Bench {
@@ -564,11 +757,12 @@ pub fn run(root: &Path, bin: &Path, xtask: &Path, runs: usize) -> anyhow::Result
         https_url: format!("https://{}:{HTTPS_PORT}/", upstream.v4),
         http_url: format!("http://{}:{HTTP_PORT}/", upstream.v4),
         ca: server._pki.ca(),
+        cgroup: floor::cgroup_root()?,
     };
     let mut details = Vec::new();
     let mut bounds = Vec::new();
 
-    // Untargeted: all four loads in each session, one agent start per session.
+    // Untargeted: the selected loads take turns in each window, one agent start per window.
     let mut getppid = Series::new(
         "untargeted_getppid",
         "untargeted getppid() loop",
@@ -597,30 +791,49 @@ pub fn run(root: &Path, bin: &Path, xtask: &Path, runs: usize) -> anyhow::Result
         Better::Higher,
         0.98,
     );
-    let mut ready = Timing::new("ready_after_start", "ready after start", 1.0);
-    let mut back = Timing::new("back_to_baseline", "back to baseline after stop", 10.0);
+    let mut ready = Measure::new(
+        "ready_after_start",
+        "ready after start",
+        "s",
+        Better::Lower,
+        1.0,
+    );
+    let mut back = Measure::new(
+        "back_to_baseline",
+        "back to baseline after stop",
+        "s",
+        Better::Lower,
+        10.0,
+    );
     let mut back_runs = Vec::new();
     let mut idle_rss = Vec::new();
-    for (without, with, first) in paired(runs, "untargeted (--mcp)", |a| untargeted_session(&b, a))?
-    {
-        getppid
-            .pairs
-            .push(pair(without.getppid_ns, with.getppid_ns, first));
-        udp.pairs.push(pair(
-            without.connects_per_second,
-            with.connects_per_second,
-            first,
-        ));
-        https
-            .pairs
-            .push(pair(without.https.per_second, with.https.per_second, first));
-        http.pairs
-            .push(pair(without.http.per_second, with.http.per_second, first));
-        let (ready_secs, rss, way_back) = with.agent.context("no agent in a run with it")?;
-        ready.samples.push(Some(ready_secs));
-        back.samples.push(way_back.seconds);
-        back_runs.push(way_back.json());
-        idle_rss.push(rss);
+    let loads = Loads {
+        getppid: only.has("getppid"),
+        udp: only.has("udp"),
+        https: only.has("https"),
+        http: only.has("http"),
+        node: false,
+    };
+    if loads.any() || only.any(&["ready", "back"]) {
+        let mut rounds = Vec::new();
+        for w in windows(runs, WINDOW, "untargeted (--mcp)", |a, k| {
+            untargeted_window(&b, loads, a, k)
+        })? {
+            let agent = w.with.1.context("no agent in a window with it")?;
+            ready.samples.push(Some(agent.ready_secs));
+            back.samples.push(agent.back.seconds);
+            back_runs.push(agent.back.json());
+            idle_rss.push(agent.rss);
+            rounds.push(WindowPair {
+                without: w.without.0,
+                with: w.with.0,
+                with_first: w.with_first,
+            });
+        }
+        pairs_of(&rounds, &mut getppid, |r| r.getppid_ns);
+        pairs_of(&rounds, &mut udp, |r| r.connects_per_second);
+        pairs_of(&rounds, &mut https, |r| r.https);
+        pairs_of(&rounds, &mut http, |r| r.http);
     }
 
     // The kernel's floor for the hooks that cost per connect and per packet.
@@ -631,6 +844,13 @@ pub fn run(root: &Path, bin: &Path, xtask: &Path, runs: usize) -> anyhow::Result
         Better::Higher,
         udp.goal,
     );
+    let mut floor_https = Series::new(
+        "floor_https_wrk",
+        "floor: empty hooks, HTTPS wrk -> nginx",
+        "requests/s",
+        Better::Higher,
+        https.goal,
+    );
     let mut floor_http = Series::new(
         "floor_http_wrk",
         "floor: empty hooks, HTTP wrk -> nginx",
@@ -638,19 +858,33 @@ pub fn run(root: &Path, bin: &Path, xtask: &Path, runs: usize) -> anyhow::Result
         Better::Higher,
         http.goal,
     );
-    let cgroup = floor::cgroup_root()?;
-    for (without, with, first) in paired(runs, "kernel floor (empty cgroup hooks)", |hooks| {
-        let _hooks = hooks
-            .then(|| floor::EmptyHooks::attach(&cgroup))
-            .transpose()?;
-        let (n, secs) = Generator::spawn(b.xtask, &b.udp_target, CONNECTS, None)?.go()?;
-        Ok((n as f64 / secs, wrk(&b.http_url)?.per_second))
-    })? {
-        floor_udp.pairs.push(pair(without.0, with.0, first));
-        floor_http.pairs.push(pair(without.1, with.1, first));
+    let mut floor_node = Series::new(
+        "floor_node_https",
+        "floor: empty hooks, Node HTTPS keep-alive",
+        "us/request",
+        Better::Lower,
+        0.95,
+    );
+    let floor_loads = Loads {
+        getppid: false,
+        udp: only.has("floor-udp"),
+        https: only.has("floor-https"),
+        http: only.has("floor-http"),
+        node: only.has("floor-node"),
+    };
+    if floor_loads.any() {
+        // Attaching the empty hooks is cheap: alternate run by run.
+        let rounds = windows(runs, 1, "kernel floor (empty cgroup hooks)", |hooks, k| {
+            floor_window(&b, floor_loads, hooks, k)
+        })?;
+        pairs_of(&rounds, &mut floor_udp, |r| r.connects_per_second);
+        pairs_of(&rounds, &mut floor_https, |r| r.https);
+        pairs_of(&rounds, &mut floor_http, |r| r.http);
+        pairs_of(&rounds, &mut floor_node, |r| r.node_us);
     }
-    udp.floor = floor_udp.median_ratio();
-    http.floor = floor_http.median_ratio();
+    udp.floor = floor_udp.as_floor();
+    https.floor = floor_https.as_floor();
+    http.floor = floor_http.as_floor();
 
     let mut targeted_http = Series::new(
         "targeted_http_wrk",
@@ -659,11 +893,13 @@ pub fn run(root: &Path, bin: &Path, xtask: &Path, runs: usize) -> anyhow::Result
         Better::Higher,
         0.95,
     );
-    for (without, with, first) in paired(runs, "targeted HTTP wrk (--comm wrk)", |a| {
-        targeted_wrk_session(&b, a)
-    })? {
-        targeted_http.pairs.push(pair(without, with, first));
+    if only.has("targeted-http") {
+        let w = windows(runs, WINDOW, "targeted HTTP wrk (--comm wrk)", |a, k| {
+            targeted_wrk_window(&b, a, k)
+        })?;
+        pairs_of(&w, &mut targeted_http, |&r| Some(r));
     }
+    targeted_http.floor = floor_http.as_floor();
     let mut node = Series::new(
         "targeted_node_https",
         "targeted Node HTTPS keep-alive (--pid)",
@@ -671,15 +907,19 @@ pub fn run(root: &Path, bin: &Path, xtask: &Path, runs: usize) -> anyhow::Result
         Better::Lower,
         0.95,
     );
-    for (without, with, first) in
-        paired(runs, "targeted Node HTTPS (--pid)", |a| node_session(&b, a))?
-    {
-        node.pairs.push(pair(without, with, first));
+    if only.has("node") {
+        let w = windows(runs, WINDOW, "targeted Node HTTPS (--pid)", |a, k| {
+            node_window(&b, a, k)
+        })?;
+        pairs_of(&w, &mut node, |&r| Some(r));
     }
+    node.floor = floor_node.as_floor();
 
-    progress("BPF stats: one run each of untargeted HTTPS wrk, targeted HTTP wrk, targeted Node");
     let mut bpf_stats = serde_json::Map::new();
-    {
+    if only.has("bpf-stats") {
+        progress(
+            "BPF stats: one run each of untargeted HTTPS wrk, targeted HTTP wrk, targeted Node",
+        );
         let _stats = bpf::StatsEnabled::on()?;
         let (progs, n) = with_bpf_stats(&b, &["--mcp".into()], || Ok(wrk(&b.https_url)?.requests))?;
         details.extend(bpf::lines(https.name, &progs, n, "requests"));
@@ -702,140 +942,186 @@ pub fn run(root: &Path, bin: &Path, xtask: &Path, runs: usize) -> anyhow::Result
 
     // The connect path's bounds: the baseline and untargeted rows are the paired runs' medians.
     let mut connect = Vec::new();
-    let base_rate = udp.median_without().unwrap_or(0.0);
-    let untargeted_rate = udp.median_with().unwrap_or(0.0);
-    let ns = |rate: f64| 1e9 / rate;
-    bounds.push(format!(
-        "baseline        {base_rate:>9.0} connects/s  {:>7.0} ns/connect  (median of {runs} runs)",
-        ns(base_rate)
-    ));
-    bounds.push(format!(
-        "untargeted      {untargeted_rate:>9.0} connects/s  {:>7.0} ns/connect  (+{:.0} ns with the monitor loaded, median of {runs} runs)",
-        ns(untargeted_rate),
-        ns(untargeted_rate) - ns(base_rate)
-    ));
-    connect.push(json!({"scenario": "baseline", "connects_per_run": CONNECTS,
-        "median_connects_per_second": base_rate, "ns_per_connect": ns(base_rate),
-        "connects_per_second": udp.pairs.iter().map(|p| p.without).collect::<Vec<_>>()}));
-    connect.push(
-        json!({"scenario": "untargeted", "connects_per_run": CONNECTS,
-        "median_connects_per_second": untargeted_rate, "ns_per_connect": ns(untargeted_rate),
-        "overhead_ns": ns(untargeted_rate) - ns(base_rate),
-        "connects_per_second": udp.pairs.iter().map(|p| p.with).collect::<Vec<_>>()}),
-    );
     let mut memory = json!({
         "idle_rss_bytes": report::median(&idle_rss.iter().map(|&r| r as f64).collect::<Vec<_>>())
             .map(|r| r as u64),
         "idle_rss_bytes_per_run": idle_rss,
     });
     let mut drops_at_budget = None;
-    for (name, rate) in [("targeted-max", None), ("targeted-100k", Some(100_000))] {
-        progress(name);
-        let generator = Generator::spawn(xtask, &b.udp_target, CONNECTS, rate)?;
-        let gen_pid = generator.child.id();
-        let monitor = Monitor::start(bin, &["--pid".into(), gen_pid.to_string()], Some(gen_pid))?;
-        let monitor_pid = monitor.child.id();
-        let cpu_before = cpu_ticks(monitor_pid);
-        let (n, secs) = generator.go()?;
-        let cpu_after = cpu_ticks(monitor_pid);
-        let loaded_rss = rss(&monitor.stats()?);
-        let (events, shutdown) = monitor.stop()?;
-        if rate.is_some() {
-            memory["rss_bytes_after_100k_per_second"] = json!(loaded_rss);
-        }
-        let drops: u64 = shutdown["totals"]["drops"]
-            .as_object()
-            .map(|d| d.values().filter_map(Value::as_u64).sum())
-            .unwrap_or(0);
-        let ns = secs * 1e9 / n as f64;
-        let cpu = (cpu_after - cpu_before) as f64 / ticks_per_second() / secs * 100.0;
-        bounds.push(format!(
-            "{name:<15} {:>9.0} connects/s  {:>7.0} ns/connect  events {events}/{n}  drops {drops}  monitor CPU {cpu:.0}% of one core",
-            n as f64 / secs, ns
-        ));
-        connect.push(json!({
-            "scenario": name, "connects": n, "seconds": secs, "ns_per_connect": ns,
-            "events": events, "drops": drops, "monitor_cpu_percent": cpu,
-        }));
-        if events + drops != n {
+    if only.has("connect") {
+        if let (Some(base_rate), Some(untargeted_rate)) = (udp.median_without(), udp.median_with())
+        {
+            let n = udp.pairs.len();
+            let ns = |rate: f64| 1e9 / rate;
             bounds.push(format!(
-                "  COUNT MISMATCH: {name}: {events} delivered + {drops} dropped != {n} generated"
+                "baseline        {base_rate:>9.0} connects/s  {:>7.0} ns/connect  (median of {n} runs)",
+                ns(base_rate)
             ));
+            bounds.push(format!(
+                "untargeted      {untargeted_rate:>9.0} connects/s  {:>7.0} ns/connect  (+{:.0} ns with the monitor loaded, median of {n} runs)",
+                ns(untargeted_rate),
+                ns(untargeted_rate) - ns(base_rate)
+            ));
+            connect.push(
+                json!({"scenario": "baseline", "connects_per_run": PAIRED_CONNECTS,
+                "median_connects_per_second": base_rate, "ns_per_connect": ns(base_rate),
+                "connects_per_second": udp.pairs.iter().map(|p| p.without).collect::<Vec<_>>()}),
+            );
+            connect.push(json!({"scenario": "untargeted", "connects_per_run": PAIRED_CONNECTS,
+                "median_connects_per_second": untargeted_rate, "ns_per_connect": ns(untargeted_rate),
+                "overhead_ns": ns(untargeted_rate) - ns(base_rate),
+                "connects_per_second": udp.pairs.iter().map(|p| p.with).collect::<Vec<_>>()}));
         }
-        if rate.is_some() {
-            let lost = n - events.min(n);
-            drops_at_budget = Some(lost.max(drops));
-            if drops > 0 || events < n {
-                bounds.push(format!("  BUDGET MISSED: {name} lost {lost} events"));
+        for (name, rate) in [("targeted-max", None), ("targeted-100k", Some(100_000))] {
+            progress(name);
+            let generator = Generator::spawn(xtask, &b.udp_target, CONNECTS, rate)?;
+            let gen_pid = generator.child.id();
+            let monitor =
+                Monitor::start(bin, &["--pid".into(), gen_pid.to_string()], Some(gen_pid))?;
+            let monitor_pid = monitor.child.id();
+            let cpu_before = cpu_ticks(monitor_pid);
+            let (n, secs) = generator.go()?;
+            let cpu_after = cpu_ticks(monitor_pid);
+            let loaded_rss = rss(&monitor.stats()?);
+            let (events, shutdown) = monitor.stop()?;
+            if rate.is_some() {
+                memory["rss_bytes_after_100k_per_second"] = json!(loaded_rss);
+            }
+            let drops: u64 = shutdown["totals"]["drops"]
+                .as_object()
+                .map(|d| d.values().filter_map(Value::as_u64).sum())
+                .unwrap_or(0);
+            let ns = secs * 1e9 / n as f64;
+            let cpu = (cpu_after - cpu_before) as f64 / ticks_per_second() / secs * 100.0;
+            bounds.push(format!(
+                "{name:<15} {:>9.0} connects/s  {:>7.0} ns/connect  events {events}/{n}  drops {drops}  monitor CPU {cpu:.0}% of one core",
+                n as f64 / secs, ns
+            ));
+            connect.push(json!({
+                "scenario": name, "connects": n, "seconds": secs, "ns_per_connect": ns,
+                "events": events, "drops": drops, "monitor_cpu_percent": cpu,
+            }));
+            if events + drops != n {
+                bounds.push(format!(
+                    "  COUNT MISMATCH: {name}: {events} delivered + {drops} dropped != {n} generated"
+                ));
+            }
+            if rate.is_some() {
+                let lost = n - events.min(n);
+                drops_at_budget = Some(lost.max(drops));
+                if drops > 0 || events < n {
+                    bounds.push(format!("  BUDGET MISSED: {name} lost {lost} events"));
+                }
             }
         }
+        bounds.push(format!(
+            "memory          {:.1} MiB resident idle (--mcp, median), {:.1} MiB after 1,000,000 targeted connects at 100k/s (goal <= 40 MiB)",
+            mib(memory["idle_rss_bytes"].as_u64().unwrap_or(0)),
+            mib(memory["rss_bytes_after_100k_per_second"].as_u64().unwrap_or(0)),
+        ));
     }
-    bounds.push(format!(
-        "memory          {:.1} MiB resident idle (--mcp, median), {:.1} MiB after 1,000,000 targeted connects at 100k/s (goal <= 40 MiB)",
-        mib(memory["idle_rss_bytes"].as_u64().unwrap_or(0)),
-        mib(memory["rss_bytes_after_100k_per_second"].as_u64().unwrap_or(0)),
-    ));
-    progress("churn of 10,000 targeted processes");
-    let churn = churn(root, bin, &upstream, &mut bounds)?;
+    let mut churn_json = Value::Null;
+    if only.has("churn") {
+        progress("churn of 10,000 targeted processes");
+        churn_json = churn(root, bin, &upstream, &mut bounds)?;
+    }
     drop(upstream);
 
-    let series = [&getppid, &udp, &https, &http, &targeted_http, &node];
+    // The goals, in table order: the ratios, the connect budget, then the plain values.
+    let series: Vec<&Series> = [
+        ("getppid", &getppid),
+        ("udp", &udp),
+        ("https", &https),
+        ("http", &http),
+        ("targeted-http", &targeted_http),
+        ("node", &node),
+    ]
+    .into_iter()
+    .filter(|(part, _)| only.has(part))
+    .map(|(_, s)| s)
+    .collect();
+    let floors: Vec<&Series> = [
+        ("floor-udp", &floor_udp),
+        ("floor-https", &floor_https),
+        ("floor-http", &floor_http),
+        ("floor-node", &floor_node),
+    ]
+    .into_iter()
+    .filter(|(part, _)| only.has(part))
+    .map(|(_, s)| s)
+    .collect();
+    let mut measures = Vec::new();
+    if only.has("ready") {
+        measures.push(ready);
+    }
+    if only.has("back") {
+        measures.push(back);
+    }
+    if only.has("replay") {
+        measures.push(replay_throughput(root, bin, runs.clamp(5, 7))?);
+    }
     let mut rows: Vec<Row> = series.iter().map(|s| s.row()).collect();
-    rows.insert(
-        6,
-        Row {
-            key: "connect",
-            name: "targeted 100k connects/s: events lost".into(),
-            value: drops_at_budget.map_or_else(|| "-".into(), |d| d.to_string()),
-            median: drops_at_budget.map(|d| d as f64),
-            goal: "== 0".into(),
-            runs: 1,
-            met: drops_at_budget.map(|d| d == 0),
-            floor: None,
-        },
-    );
-    rows.push(ready.row());
-    rows.push(back.row());
+    if only.has("connect") {
+        rows.push(Row::exact(
+            "connect",
+            "targeted 100k connects/s: events lost",
+            drops_at_budget,
+            "== 0",
+            drops_at_budget == Some(0),
+        ));
+    }
+    rows.extend(measures.iter().map(Measure::row));
     let mut lines = report::table(&rows);
     lines.push(String::new());
-    lines.extend(series.iter().map(|s| s.detail()));
-    lines.extend([&floor_udp, &floor_http].iter().map(|s| s.detail()));
-    lines.push(ready.detail());
-    lines.push(back.detail());
+    lines.extend(series.iter().chain(&floors).map(|s| s.detail()));
+    lines.extend(measures.iter().map(Measure::detail));
     lines.extend(details);
     lines.extend(bounds);
+    let wall = started.elapsed().as_secs_f64();
 
-    println!("egress-monitor bench (release build, medians of {runs} paired runs without/with the agent)");
+    println!(
+        "egress-monitor bench (release build; medians of {runs} pairs without/with the agent, \
+         {:.0}% confidence intervals; {WINDOW} runs per agent start)",
+        report::LEVEL * 100.0
+    );
     for line in &lines {
         println!("  {line}");
     }
+    println!(
+        "  wall time {:.0} min {:.0} s",
+        (wall / 60.0).floor(),
+        wall % 60.0
+    );
     let dir = root.join("target/bench");
     std::fs::create_dir_all(&dir)?;
     let file = dir.join("results.json");
     let ratios: serde_json::Map<String, Value> = series
         .iter()
-        .chain([&&floor_udp, &&floor_http])
+        .chain(&floors)
         .map(|s| (s.key.to_string(), s.json()))
+        .collect();
+    let measures_json: serde_json::Map<String, Value> = measures
+        .iter()
+        .map(|m| (m.key.to_string(), m.json()))
         .collect();
     std::fs::write(
         &file,
         serde_json::to_string_pretty(&json!({
             "runs": runs,
+            "runs_per_agent_start": WINDOW,
+            "ci_level": report::LEVEL,
+            "only": only.names(),
+            "wall_seconds": wall,
             "goals": rows.iter().map(Row::json).collect::<Vec<_>>(),
             "ratios": ratios,
-            ready.key: {
-                "goal_max_seconds": ready.goal_secs, "median_seconds": ready.median(),
-                "seconds": ready.samples,
-            },
-            back.key: {
-                "goal_max_seconds": back.goal_secs,
-                "median_seconds": back.median().filter(|m| m.is_finite()),
+            "measures": measures_json,
+            "back_to_baseline_runs": {
                 "tolerance": BASELINE_TOLERANCE,
                 "limit_seconds": BASELINE_LIMIT.as_secs(),
                 "runs": back_runs,
             },
             "bpf_stats": bpf_stats,
-            "connect": connect, "memory": memory, "churn": churn,
+            "connect": connect, "memory": memory, "churn": churn_json,
         }))?,
     )?;
     println!("written to {}", file.display());

@@ -50,16 +50,7 @@ enum Task {
         filter: Option<String>,
     },
     /// Measure the monitor's cost and capacity on this machine (release build, as root).
-    Bench {
-        /// Paired runs (one without the agent, one with it) per ratio goal; the goals are their
-        /// medians.
-        #[arg(long, default_value_t = 5)]
-        runs: usize,
-        /// Measure this egress-monitor binary instead of building the release one (it must be
-        /// named `egress-monitor`: the bench waits for processes of that name to end).
-        #[arg(long, hide = true)]
-        bin: Option<PathBuf>,
-    },
+    Bench(bench::Options),
     /// UDP connect load generator used by `bench` (not for direct use).
     #[command(hide = true)]
     BenchLoad {
@@ -332,8 +323,11 @@ fn build(root: &Path, release: bool) -> anyhow::Result<PathBuf> {
         cmd.arg("--release");
     }
     run(&mut cmd)?;
-    Ok(root
-        .join("target")
+    // Where cargo put it: `CARGO_TARGET_DIR` (relative to the workspace, where cargo ran) or
+    // `target/`.
+    let target =
+        env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |d| root.join(d));
+    Ok(target
         .join(if release { "release" } else { "debug" })
         .join("egress-monitor"))
 }
@@ -391,19 +385,19 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(status.code().unwrap_or(1));
         }
         Task::Test { filter } => test(&root, filter),
-        Task::Bench { runs, bin } => {
+        Task::Bench(opts) => {
             if !is_root() {
                 bail!("the benchmark loads eBPF programs and creates a network namespace: run as root");
             }
             packages::require("the bench", packages::Use::bench)?;
-            let bin = match bin {
+            let bin = match &opts.bin {
                 Some(bin) => std::path::absolute(bin)?,
                 None => {
                     setup(&root, false)?;
                     build(&root, true)?
                 }
             };
-            bench::run(&root, &bin, &env::current_exe()?, runs)
+            bench::run(&root, &bin, &env::current_exe()?, &opts)
         }
         Task::BenchLoad {
             target,

@@ -1,9 +1,12 @@
 pub mod connect;
 pub mod env;
+pub mod gotls;
 pub mod mmap;
 pub mod openssl;
 pub mod payload;
 pub mod process;
+pub mod server;
 pub mod skb;
 pub mod sock;
 pub mod sockaddr;
+pub mod tls_server;

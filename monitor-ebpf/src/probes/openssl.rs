@@ -3,8 +3,10 @@
 //!
 //! Facts come from calls' arguments and return values (the one exception: the certificates of
 //! `ssl_verify_cert_chain`, see there), and every hook here runs once per session or
-//! handshake, never per read or write: `SSL_read`/`SSL_write` are not hooked at all (whether a
-//! session carried application data is seen in the packets, see `skb.rs`). Per thread
+//! handshake, never per read or write: `SSL_read`/`SSL_write` are not hooked host-wide (whether
+//! a session carried application data is seen in the packets, see `skb.rs`; the responses of a
+//! target serving TLS are read by a probe attached to that process only, see `tls_server.rs`,
+//! for the server sessions `SSL_set_accept_state` names). Per thread
 //! (`THREADS`, removed at the thread's exit) we remember which SSL object the thread is
 //! handshaking (inside `SSL_do_handshake`, which `SSL_connect` calls), so calls that do not
 //! name it (`d2i_X509`, `X509_verify_cert`, `X509_STORE_CTX_get_error`) are tied to it.
@@ -243,6 +245,7 @@ pub fn ssl_free(ctx: ProbeContext) -> u32 {
     };
     let ssl = arg(&ctx, 0);
     let _ = SSL_STATE.remove(key(pid_tgid, ssl));
+    super::tls_server::forget_session(pid_tgid, ssl);
     if let Some(state) = thread(pid_tgid) {
         // SAFETY: this thread's own entry.
         unsafe {
@@ -449,6 +452,7 @@ pub fn ssl_set_connect_state(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn ssl_set_accept_state(ctx: ProbeContext) -> u32 {
     if let Some(pid_tgid) = targeted() {
+        super::tls_server::server_session(pid_tgid, arg(&ctx, 0));
         emit(
             &ctx,
             pid_tgid,

@@ -10,12 +10,12 @@
 //! client sent application data over a session is read from those, not from a probe on every
 //! `SSL_write`.
 use aya_ebpf::{
-    helpers::generated::bpf_skb_load_bytes, macros::cgroup_skb, programs::SkBuffContext,
-    EbpfContext as _,
+    helpers::generated::bpf_skb_load_bytes, macros::cgroup_skb, maps::PerCpuArray,
+    programs::SkBuffContext, EbpfContext as _,
 };
 use monitor_common::{
-    payload_source, sock_flags, EventKind, SockState, TlsRecordEvent, MAX_TLS_RECORDS,
-    PAYLOAD_HEADER_LEN, PAYLOAD_MAX, SOCKET_CAPTURE_BUDGET,
+    payload_source, sock_flags, EventKind, PayloadEvent, SockState, TlsRecordEvent,
+    MAX_TLS_RECORDS, PAYLOAD_HEADER_LEN, PAYLOAD_MAX, SOCKET_CAPTURE_BUDGET,
 };
 
 use super::{connect::SOCKETS, payload::SCRATCH};
@@ -41,13 +41,13 @@ pub fn skb_egress(ctx: SkBuffContext) -> i32 {
     if unsafe { (*state).flags } & sock_flags::DONE != 0 {
         return 1;
     }
-    let _ = capture(&ctx, sk, state);
+    let _ = capture(&ctx, sk, state, EventKind::Payload, &SCRATCH, true);
     1
 }
 
 /// Where the TCP payload starts in the packet, its length and sequence number.
 #[inline(always)]
-fn tcp_payload(ctx: &SkBuffContext) -> Option<(u32, u32, u32)> {
+pub fn tcp_payload(ctx: &SkBuffContext) -> Option<(u32, u32, u32)> {
     let first: u8 = ctx.load(0).ok()?;
     let (ip_len, proto) = match first >> 4 {
         4 => (((first & 0x0f) as u32) * 4, ctx.load::<u8>(9).ok()?),
@@ -65,8 +65,19 @@ fn tcp_payload(ctx: &SkBuffContext) -> Option<(u32, u32, u32)> {
     (total > off).then(|| (off, total - off, seq))
 }
 
+/// Send the new bytes of this segment of socket `sk` as a `kind` record built in `scratch`
+/// (one per-CPU record per hook: ingress runs in softirq context and may interrupt an egress
+/// capture on the same CPU). `walk_tls`: after a ClientHello, report the connection's record
+/// headers (a client's connection); otherwise the socket is done with its ClientHello.
 #[inline(always)]
-fn capture(ctx: &SkBuffContext, sk: u64, state: *mut SockState) -> Option<()> {
+pub fn capture(
+    ctx: &SkBuffContext,
+    sk: u64,
+    state: *mut SockState,
+    kind: EventKind,
+    scratch: &PerCpuArray<PayloadEvent>,
+    walk_tls: bool,
+) -> Option<()> {
     let (off, len, seq) = tcp_payload(ctx)?;
     // SAFETY: map value pointer (a racing update at worst re-sends or skips a few bytes).
     let s = unsafe { *state };
@@ -96,10 +107,10 @@ fn capture(ctx: &SkBuffContext, sk: u64, state: *mut SockState) -> Option<()> {
         unsafe { (*state).flags |= sock_flags::DONE };
         return None;
     }
-    let scratch = SCRATCH.get_ptr_mut(0)?;
+    let scratch = scratch.get_ptr_mut(0)?;
     // SAFETY: this CPU's scratch record.
     unsafe {
-        (*scratch).header = header_for(EventKind::Payload, s.tgid, s.start);
+        (*scratch).header = header_for(kind, s.tgid, s.start);
         (*scratch).sock = sk;
         (*scratch).fd = s.fd;
         (*scratch).source = payload_source::PACKET;
@@ -135,7 +146,9 @@ fn capture(ctx: &SkBuffContext, sk: u64, state: *mut SockState) -> Option<()> {
         }
         // An encrypted connection: its ClientHello went to userspace (for the SNI); from here
         // on only record headers, starting with the ClientHello's.
-        if tls {
+        if tls && !walk_tls {
+            (*state).flags |= sock_flags::DONE;
+        } else if tls {
             (*state).flags |= sock_flags::TLS;
             (*state).next_record = seq.wrapping_add(skip);
             walk_records(ctx, sk, state, off, seq, len);

@@ -9,12 +9,15 @@
 pub mod connections;
 pub mod dedup;
 pub mod errno;
+pub mod input;
+pub mod pins;
 pub mod plaintext;
 pub mod processes;
+pub mod server;
 pub mod tls;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     net::IpAddr,
     sync::Arc,
     time::{Duration, SystemTime},
@@ -26,7 +29,8 @@ use processes::{ProcessKey, ProcessState, Processes};
 use crate::{
     decode::{Cert, Connect, ConnectResult, Payload, Protocol, SocketClose, Tls, TlsRecord},
     detect::{
-        redact::Fingerprinter, secret::Secret, x509::TrustStore, DetectConfig, StreamInspector,
+        redact::Fingerprinter, secret::Secret, x509::TrustStore, DetectConfig, Observation,
+        StreamInspector,
     },
     output::{finding::Finding, Destination, Event, EventDetail, Record, Socket},
     probes::uprobes::LibraryKind,
@@ -91,7 +95,22 @@ pub struct Analyzer {
     plaintext: plaintext::Plaintext,
     /// Plaintext streams under inspection, over all processes.
     streams: usize,
+    /// Replay: what a stream's close decided, given before the record that closes it.
+    staged: HashMap<(ProcessKey, SockId), Observation>,
     drops: Drops,
+}
+
+/// What the detectors made of a connection's first bytes: the analysis input that stands in
+/// for those bytes in a recording (it carries no credential's value: `Credential::secrets`
+/// is never serialised).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Observed {
+    /// The process that wrote the bytes (for a close: the connection's owner).
+    pub writer: ProcessKey,
+    pub sock: SockId,
+    /// Decided when the connection closed (or its process ended), rather than by a write.
+    pub at_close: bool,
+    pub observation: Observation,
 }
 
 /// The address that was really dialled: an IPv4-mapped IPv6 address is the IPv4 peer.
@@ -106,6 +125,8 @@ pub struct Out {
     pub actions: Vec<Action>,
     /// Credential values seen: scrub them from everything written from now on.
     pub secrets: Vec<Secret>,
+    /// What the detectors decided during this step (for a recording: the bytes stay here).
+    pub observed: Vec<Observed>,
     tls: Vec<tls::TlsOutput>,
 }
 
@@ -114,6 +135,7 @@ impl Out {
         self.records.clear();
         self.actions.clear();
         self.secrets.clear();
+        self.observed.clear();
     }
 }
 
@@ -150,13 +172,15 @@ impl Analyzer {
         trust: TrustStore,
         detect: DetectConfig,
         fingerprints: Fingerprinter,
+        pins: pins::PinPolicy,
     ) -> Self {
         Self {
             settings,
             processes: Processes::default(),
-            tls: tls::TlsJudge::new(trust),
+            tls: tls::TlsJudge::new(trust, pins),
             plaintext: plaintext::Plaintext::new(detect, fingerprints),
             streams: 0,
+            staged: HashMap::new(),
             drops: Drops::default(),
         }
     }
@@ -376,10 +400,10 @@ impl Analyzer {
             Some(pid) => self.processes.by_pid(pid).map(|s| s.key),
             None => Some(writer),
         };
-        let Some(writer_info) = self.processes.get(writer).map(|s| s.info.clone()) else {
+        if self.processes.get(writer).is_none() {
             return;
-        };
-        let verdict = {
+        }
+        let observation = {
             let Some(conn) = owner
                 .and_then(|o| self.processes.get_mut(o))
                 .and_then(|s| s.conns.get_mut(p.sock))
@@ -398,18 +422,52 @@ impl Analyzer {
                 self.streams += 1;
             }
             let stream = conn.stream.as_mut().expect("just set");
-            let Some(verdict) = self.plaintext.write(stream, &p.data, p.complete()) else {
+            let Some(observation) = self.plaintext.feed(stream, &p.data, p.complete()) else {
                 return;
             };
-            conn.stream = None;
-            self.streams -= 1;
-            // A TLS connection goes on: its record headers tell whether the session was used.
-            if !verdict.tls {
-                out.actions.push(Action::SettleSocket { sock: p.sock });
-            }
-            verdict
+            observation
         };
-        self.apply_verdict(owner, writer, writer_info, p.sock, verdict, time, out);
+        let observed = Observed {
+            writer,
+            sock: p.sock,
+            at_close: false,
+            observation,
+        };
+        self.observed(&observed, time, out);
+        out.observed.push(observed);
+    }
+
+    /// The detectors decided a connection's first bytes (live: from [`Self::payload`]; replay:
+    /// from the recording). A decision at close is kept for the record that closes it.
+    pub fn observed(&mut self, o: &Observed, time: SystemTime, out: &mut Out) {
+        if o.at_close {
+            if self.processes.get(o.writer).is_some() && self.staged.len() < plaintext::MAX_STREAMS
+            {
+                self.staged
+                    .insert((o.writer, o.sock), o.observation.clone());
+            }
+            return;
+        }
+        let owner = match self.processes.socket_owner(o.sock) {
+            Some(pid) => self.processes.by_pid(pid).map(|s| s.key),
+            None => Some(o.writer),
+        };
+        let Some(writer_info) = self.processes.get(o.writer).map(|s| s.info.clone()) else {
+            return;
+        };
+        let verdict = self.plaintext.verdict(&o.observation);
+        let Some(conn) = owner
+            .and_then(|k| self.processes.get_mut(k))
+            .and_then(|s| s.conns.get_mut(o.sock))
+        else {
+            return;
+        };
+        self.streams -= conn.stream.take().is_some() as usize;
+        // A TLS connection goes on: its record headers tell whether the session was used.
+        if !verdict.tls {
+            out.actions.push(Action::SettleSocket { sock: o.sock });
+        }
+        self.apply_verdict(owner, o.writer, writer_info, o.sock, verdict, time, out);
     }
 
     /// A stream's verdict: the connection's name, its findings (for the process that wrote
@@ -466,14 +524,29 @@ impl Analyzer {
             return;
         };
         let info = state.info.clone();
+        // A Go TLS session on it that never sent application data is concluded with it.
+        let (include_loopback, config) = (self.settings.include_loopback, &self.tls);
+        tls_step(
+            state,
+            &mut self.drops,
+            include_loopback,
+            time,
+            out,
+            |s, _, p| s.tls.connection_closed(config, c.sock, p),
+        );
         let Some(mut conn) = state.conns.remove(c.sock) else {
             return;
         };
         self.processes.disown_socket(c.sock);
-        let verdict = conn.stream.take().and_then(|stream| {
-            self.streams -= 1;
-            self.plaintext.close(stream)
-        });
+        let verdict = close_stream(
+            &mut self.staged,
+            &mut self.streams,
+            &self.plaintext,
+            key,
+            c.sock,
+            &mut conn,
+            out,
+        );
         match verdict {
             Some(verdict) => {
                 conn.hostname = conn.hostname.clone().or(verdict.hostname.clone());
@@ -618,10 +691,15 @@ impl Analyzer {
             let Some(mut conn) = state.conns.remove(id) else {
                 continue;
             };
-            let verdict = conn.stream.take().and_then(|stream| {
-                self.streams -= 1;
-                self.plaintext.close(stream)
-            });
+            let verdict = close_stream(
+                &mut self.staged,
+                &mut self.streams,
+                &self.plaintext,
+                state.key,
+                id,
+                &mut conn,
+                out,
+            );
             let Some(verdict) = verdict else {
                 release(&mut conn, out);
                 continue;
@@ -740,8 +818,41 @@ impl Analyzer {
         t.insert("socket_owners", self.processes.socket_index_len() as u64);
         t.insert("tls_objects", tls as u64);
         t.insert("findings", dedup as u64);
+        let (listeners, served) = self.processes.iter().fold((0, 0), |(l, c), s| {
+            let (sl, sc) = s.server.table_sizes();
+            (l + sl, c + sc)
+        });
+        t.insert("server_listeners", listeners as u64);
+        t.insert("server_connections", served as u64);
         t
     }
+}
+
+/// A connection's stream ends undecided: the best verdict from what was seen (live), or what
+/// the recording said it was (replay). Live decisions are handed to `out.observed`.
+fn close_stream(
+    staged: &mut HashMap<(ProcessKey, SockId), Observation>,
+    streams: &mut usize,
+    plaintext: &plaintext::Plaintext,
+    key: ProcessKey,
+    id: SockId,
+    conn: &mut Conn,
+    out: &mut Out,
+) -> Option<plaintext::Verdict> {
+    let stream = conn.stream.take();
+    *streams -= stream.is_some() as usize;
+    if let Some(observation) = staged.remove(&(key, id)) {
+        return Some(plaintext.verdict(&observation));
+    }
+    let observation = plaintext.finish(stream?)?;
+    let verdict = plaintext.verdict(&observation);
+    out.observed.push(Observed {
+        writer: key,
+        sock: id,
+        at_close: true,
+        observation,
+    });
+    Some(verdict)
 }
 
 /// One step of a process's TLS tracker, whose output then becomes records and actions. The
@@ -853,6 +964,7 @@ mod tests {
             TrustStore::empty(),
             DetectConfig::default(),
             Fingerprinter::new([1; 32]),
+            pins::PinPolicy::default(),
         )
     }
 

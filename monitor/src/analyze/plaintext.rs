@@ -135,21 +135,51 @@ impl Plaintext {
 
     /// Bytes written on a connection. `Some` once the stream is decided (the caller then drops
     /// the stream and stops the kernel copying it).
-    pub fn write(
+    pub fn feed(
         &self,
         stream: &mut StreamInspector,
         data: &[u8],
         complete: bool,
-    ) -> Option<Verdict> {
-        let observation = stream.feed(data, complete, &self.config, &self.fingerprints)?;
-        Some(judge(&observation))
+    ) -> Option<Observation> {
+        stream.feed(data, complete, &self.config, &self.fingerprints)
     }
 
-    /// The connection closed (or its process exited): the best verdict from what was seen.
-    pub fn close(&self, mut stream: StreamInspector) -> Option<Verdict> {
-        stream
-            .finish(&self.config, &self.fingerprints)
-            .map(|o| judge(&o))
+    /// The detectors' settings and fingerprint key, for the server side's inspector.
+    pub(crate) fn detectors(&self) -> (&DetectConfig, &Fingerprinter) {
+        (&self.config, &self.fingerprints)
+    }
+
+    /// The connection closed (or its process exited): the best observation from what was seen.
+    pub fn finish(&self, mut stream: StreamInspector) -> Option<Observation> {
+        stream.finish(&self.config, &self.fingerprints)
+    }
+
+    /// What an observation means under this configuration. An HTTP request that named no
+    /// authentication endpoint when it was seen is checked against the configured hosts and
+    /// paths again, so a replay with a new `--config` judges old traffic by the new rules.
+    pub fn verdict(&self, o: &Observation) -> Verdict {
+        if o.protocol == AppProtocol::Http && o.auth_endpoint.is_none() {
+            if let Some(reason) = o
+                .http
+                .as_ref()
+                .and_then(|r| crate::detect::http::auth_reason(r, &self.config))
+            {
+                let mut o = o.clone();
+                o.auth_endpoint = Some(reason);
+                return judge(&o);
+            }
+        }
+        judge(o)
+    }
+
+    #[cfg(test)]
+    fn write(&self, stream: &mut StreamInspector, data: &[u8], complete: bool) -> Option<Verdict> {
+        self.feed(stream, data, complete).map(|o| self.verdict(&o))
+    }
+
+    #[cfg(test)]
+    fn close(&self, stream: StreamInspector) -> Option<Verdict> {
+        self.finish(stream).map(|o| self.verdict(&o))
     }
 }
 

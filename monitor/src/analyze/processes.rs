@@ -18,7 +18,9 @@ use crate::process::ProcessInfo;
 
 /// One process for its whole life. `start` is its start time in clock ticks since boot (as
 /// `/proc/PID/stat` shows it), 0 when unknown.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct ProcessKey {
     pub pid: u32,
     pub start: u64,
@@ -45,6 +47,8 @@ pub struct ProcessState {
     pub dedup: Dedup,
     /// Its mapped libraries were read since its TLS activity began (this image).
     pub libraries_checked: bool,
+    /// Its listeners, the connections they accepted, its TLS server role.
+    pub server: super::server::ServerProcess,
 }
 
 impl ProcessState {
@@ -56,6 +60,7 @@ impl ProcessState {
             tls: TlsProcess::default(),
             dedup: Dedup::default(),
             libraries_checked: false,
+            server: Default::default(),
         }
     }
 }

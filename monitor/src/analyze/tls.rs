@@ -34,6 +34,20 @@ use crate::{
 
 const SSL_VERIFY_PEER: i64 = 1;
 
+mod golang;
+
+/// Who verified a Go `crypto/tls` client's peer chain (see `golang.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GoVerify {
+    /// `verifyServerCertificate` did not call `x509.(*Certificate).Verify`: InsecureSkipVerify.
+    Skipped,
+    /// crypto/tls verified the chain and the server name itself.
+    Library,
+    /// Verification skipped by crypto/tls, but application code (a `VerifyPeerCertificate` or
+    /// `VerifyConnection` callback) called `Verify` during the handshake.
+    Application,
+}
+
 /// OpenSSL's `X509_V_ERR_*` names for the codes a responder will meet.
 pub fn verify_error_name(code: i64) -> &'static str {
     match code {
@@ -112,6 +126,8 @@ struct Session {
     handshake: Handshake,
     used: bool,
     first_seen: SystemTime,
+    /// A Go `crypto/tls` session: who verified the chain.
+    go: Option<GoVerify>,
 }
 
 impl Session {
@@ -136,6 +152,7 @@ impl Session {
             handshake: Handshake::InProgress,
             used: false,
             first_seen: time,
+            go: None,
         }
     }
 
@@ -165,6 +182,10 @@ impl Session {
             .cloned()
             .or_else(|| self.sni.clone())
             .or_else(|| self.ips.first().cloned())
+            .or_else(|| {
+                let d = self.destination.as_ref()?;
+                d.hostname.as_deref().map(String::from)
+            })
             .or_else(|| self.destination.as_ref().map(|d| d.ip.to_string()))
     }
 }
@@ -225,16 +246,20 @@ pub struct TlsProcess {
     pub app_checks_names: bool,
     /// A process-wide bypass seen in its environment.
     pub env: Option<EnvBypass>,
+    /// Go: the `*tls.Conn` each goroutine is verifying the server of.
+    goroutines: HashMap<u64, u64>,
 }
 
 /// What every verdict needs besides the session: the monitor's own trust store.
 pub struct TlsJudge {
     trust: TrustStore,
+    /// Pins, high-value hosts and CA files from the config (`analyze::pins`).
+    pins: super::pins::PinPolicy,
 }
 
 impl TlsJudge {
-    pub fn new(trust: TrustStore) -> Self {
-        Self { trust }
+    pub fn new(trust: TrustStore, pins: super::pins::PinPolicy) -> Self {
+        Self { trust, pins }
     }
 }
 
@@ -343,7 +368,11 @@ impl TlsProcess {
         if session.role != Role::Server {
             judge.conclude(&session, self, out);
         }
-        self.settled.insert(ssl);
+        if session.go.is_some() {
+            self.go_concluded(ssl);
+        } else {
+            self.settled.insert(ssl);
+        }
         out.push(TlsOutput::Settle { ssl });
         true
     }
@@ -362,7 +391,11 @@ impl TlsProcess {
         // A concluded session only waits for its SSL_free (or its address to be reused).
         if !matches!(
             e.call(),
-            TlsCall::SslNew | TlsCall::SslFree | TlsCall::CtxFree | TlsCall::CtxSetVerify
+            TlsCall::SslNew
+                | TlsCall::SslFree
+                | TlsCall::CtxFree
+                | TlsCall::CtxSetVerify
+                | TlsCall::GoServerCert
         ) && self.settled.contains(&e.ssl)
         {
             return;
@@ -506,6 +539,8 @@ impl TlsProcess {
                     }
                 }
             }
+            TlsCall::GoServerCert => self.go_server_cert(e, time, drops),
+            TlsCall::GoX509Verify => self.go_x509_verify(e),
         }
         if let (Some((path, kind)), Some(s)) = (library, self.sessions.get_mut(&e.ssl)) {
             if s.library.is_none() || kind == LibraryKind::Embedded {
@@ -544,13 +579,15 @@ impl TlsJudge {
         let started = s.handshake != Handshake::InProgress
             || !s.certs.is_empty()
             || !s.verify_cert.is_empty()
-            || s.verify_result.is_some();
+            || s.verify_result.is_some()
+            || s.go.is_some();
         if !started {
             return;
         }
         let embedded = s.library == Some(LibraryKind::Embedded);
-        let app_checks_names = embedded || process.app_checks_names;
-        let openssl = s.openssl_verdict();
+        let app_checks_names =
+            embedded || process.app_checks_names || s.go == Some(GoVerify::Library);
+        let openssl = s.go_verdict().unwrap_or_else(|| s.openssl_verdict());
         let server_name = s.server_name();
         let chain = leaf_first(&s.certs);
         let verification = (!chain.is_empty())
@@ -589,6 +626,13 @@ impl TlsJudge {
                 "verified chain, name mismatch".into()
             }
             (true, OpensslVerdict::Ok) => "verified".into(),
+            (true, OpensslVerdict::Unknown) if s.go == Some(GoVerify::Application) => {
+                "verified in application code (x509 Verify called from a crypto/tls callback)"
+                    .into()
+            }
+            (true, OpensslVerdict::Unknown) if s.go.is_some() => {
+                "not verified (crypto/tls InsecureSkipVerify)".into()
+            }
             (true, OpensslVerdict::Unknown) if mode_none => {
                 "not verified (verify mode NONE)".into()
             }
@@ -598,7 +642,7 @@ impl TlsJudge {
             "library": s.library,
             "library_path": s.library_path,
             "server_name": server_name,
-            "sni": s.sni,
+            "sni": s.sni.clone().or_else(|| s.go_sni()),
             "protocol_version": Value::Null,
             "verify_mode": s.verify_mode.map(verify_mode_name),
             "hostname_check": if hostname_configured {
@@ -660,6 +704,20 @@ impl TlsJudge {
             }
             e
         };
+        let mut pin_names: Vec<&str> = s.hosts.iter().map(String::as_str).collect();
+        pin_names.extend(s.sni.as_deref().filter(|sni| !pin_names.contains(sni)));
+        if pin_names.is_empty() {
+            pin_names.extend(server_name.as_deref());
+        }
+        let pin_input = super::pins::Handshake {
+            names: pin_names,
+            port: s.destination.as_ref().map(|d| d.port),
+            chain: &chain,
+            truncated: s.truncated_cert,
+            completed,
+            trusted_here: verification.as_ref().map(|v| v.trusted()),
+            time: s.first_seen,
+        };
         let mut finding = |id: FindingId, extra: Value| {
             out.push(TlsOutput::Finding {
                 id,
@@ -669,16 +727,23 @@ impl TlsJudge {
         };
 
         if completed {
-            if mode_none && !embedded {
+            if mode_none && !embedded && s.go != Some(GoVerify::Application) {
+                let off = match s.go {
+                    Some(_) => {
+                        "crypto/tls InsecureSkipVerify: the chain and name were not verified"
+                    }
+                    None => "verify mode NONE",
+                };
                 finding(
                     FindingId::TlsVerifyDisabled,
                     json!({"reason": format!(
-                        "verify mode NONE{}",
+                        "{off}{}",
                         reason.as_ref().map(|r| format!("; the certificate: {r}")).unwrap_or_default()
                     )}),
                 );
             }
-            let failed = matches!(openssl, OpensslVerdict::Failed(_));
+            let failed = matches!(openssl, OpensslVerdict::Failed(_))
+                || (s.go == Some(GoVerify::Skipped) && reason.is_some());
             if failed && s.used {
                 let how = if embedded {
                     "the application read data after OpenSSL reported the failure"
@@ -692,7 +757,8 @@ impl TlsJudge {
                     json!({"accepted_because": how}),
                 );
             }
-            if !failed && name_ok == Some(false) && s.used {
+            let go_checked = matches!(s.go, Some(GoVerify::Library | GoVerify::Application));
+            if !failed && name_ok == Some(false) && s.used && !go_checked {
                 finding(
                     FindingId::TlsHostnameMismatchAccepted,
                     json!({"reason": format!(
@@ -714,8 +780,14 @@ impl TlsJudge {
             }
         } else if let OpensslVerdict::Failed(code) = openssl {
             if untrusted_ca(code) && !s.used {
-                finding(FindingId::TlsUntrustedCa, json!({}));
+                finding(
+                    FindingId::TlsUntrustedCa,
+                    self.pins.untrusted_ca(&pin_input, &self.trust),
+                );
             }
+        }
+        for (id, extra) in self.pins.judge(&pin_input, &self.trust) {
+            finding(id, extra);
         }
     }
 }

@@ -23,7 +23,7 @@ mod auth_endpoint;
 mod body;
 pub(crate) mod names;
 
-pub use auth_endpoint::builtin_reason as builtin_auth_endpoint;
+pub use auth_endpoint::{builtin_reason as builtin_auth_endpoint, reason as auth_reason};
 
 /// Longest method token accepted while sniffing: standard and WebDAV methods are far shorter,
 /// and this rejects text that is not HTTP without waiting for a whole buffer of it.

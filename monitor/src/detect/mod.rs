@@ -32,10 +32,11 @@
 //! Not covered: HTTP/2 in the clear (h2c), compressed request bodies, path segments that are
 //! secrets without a recognisable shape (a UUID or hex string used as a key: see [`token`]),
 //! and protocols other than the four above (reported [`AppProtocol::Unknown`]).
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub mod cmdline;
 pub mod http;
+pub mod inbound;
 pub mod postgres;
 pub mod redact;
 pub mod redis;
@@ -72,7 +73,7 @@ pub struct DetectConfig {
 }
 
 /// What sort of authentication material a [`Credential`] is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CredentialKind {
     Basic,
@@ -97,7 +98,7 @@ pub enum CredentialKind {
 }
 
 /// A secret seen in the clear, redacted: what kind, where, how long, and a keyed fingerprint.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Credential {
     pub kind: CredentialKind,
     /// Where it appeared, e.g. `header:Authorization`, `query:api_key`, `json:password`,
@@ -148,7 +149,7 @@ impl Credential {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AppProtocol {
     Tls,
@@ -158,7 +159,7 @@ pub enum AppProtocol {
     Unknown,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpRequest {
     pub method: String,
     /// The request path without query string (and without scheme and authority for
@@ -169,7 +170,7 @@ pub struct HttpRequest {
     pub host: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PostgresStartup {
     pub user: Option<String>,
     pub database: Option<String>,
@@ -179,7 +180,7 @@ pub struct PostgresStartup {
 }
 
 /// What a client->server stream revealed (the verdict).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Observation {
     pub protocol: AppProtocol,
     pub tls_sni: Option<String>,

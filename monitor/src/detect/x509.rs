@@ -793,6 +793,39 @@ fn stopping_issuer(leaf: &X509Certificate<'_>, intermediates: &[CertificateDer<'
     }
 }
 
+/// The SPKI pin of the trust anchor in `store` that completes `chain` (leaf first): the root
+/// a server does not send, for pin checks. Checked for any key usage, at a moment inside the
+/// leaf's validity. `None` when no anchor of `store` verifies the chain.
+pub fn anchor_pin(chain: &[Vec<u8>], store: &TrustStore, now: SystemTime) -> Option<String> {
+    let leaf_der = chain.first()?;
+    let leaf = parse(leaf_der).ok()?;
+    let (from, to) = (
+        leaf.validity().not_before.timestamp(),
+        leaf.validity().not_after.timestamp(),
+    );
+    let now = unix_secs(now);
+    let at = if now < from || now > to {
+        midpoint(from, to)
+    } else {
+        now
+    };
+    let leaf_cert = CertificateDer::from(leaf_der.as_slice());
+    let ee = EndEntityCert::try_from(&leaf_cert).ok()?;
+    let intermediates = intermediates(leaf_der, chain);
+    let path = ee
+        .verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &store.anchors,
+            &intermediates,
+            unix_time(at),
+            AnyUsage,
+            None,
+            None,
+        )
+        .ok()?;
+    Some(spki_pin(webpki::spki_for_anchor(path.anchor()).as_ref()))
+}
+
 /// Does the leaf certificate cover this DNS name or IP literal (wildcards per RFC 6125 as webpki
 /// does; see `check_name` for the one fallback)?
 pub fn name_matches(leaf_der: &[u8], name: &str) -> Result<bool, CertError> {

@@ -30,6 +30,11 @@ pub enum FindingId {
     PlaintextCredentials,
     PlaintextAuthEndpoint,
     TlsUntrustedCa,
+    TlsPinMismatch,
+    TlsUnpinnedHighValue,
+    TlsSinglePin,
+    HstsMissing,
+    McpEndpointPlaintext,
 }
 
 impl FindingId {
@@ -43,12 +48,20 @@ impl FindingId {
             FindingId::PlaintextCredentials => "PLAINTEXT_CREDENTIALS",
             FindingId::PlaintextAuthEndpoint => "PLAINTEXT_AUTH_ENDPOINT",
             FindingId::TlsUntrustedCa => "TLS_UNTRUSTED_CA",
+            FindingId::TlsPinMismatch => "TLS_PIN_MISMATCH",
+            FindingId::TlsUnpinnedHighValue => "TLS_UNPINNED_HIGH_VALUE",
+            FindingId::TlsSinglePin => "TLS_SINGLE_PIN",
+            FindingId::HstsMissing => "HSTS_MISSING",
+            FindingId::McpEndpointPlaintext => "MCP_ENDPOINT_PLAINTEXT",
         }
     }
 
     pub const fn severity(self) -> Severity {
         match self {
             FindingId::TlsUntrustedCa => Severity::Medium,
+            FindingId::TlsUnpinnedHighValue => Severity::Medium,
+            FindingId::TlsSinglePin => Severity::Info,
+            FindingId::HstsMissing => Severity::Low,
             _ => Severity::High,
         }
     }
@@ -75,6 +88,15 @@ impl FindingId {
                 "Authentication endpoint called over plaintext HTTP"
             }
             FindingId::TlsUntrustedCa => "TLS handshake failed: the server's CA is not trusted",
+            FindingId::TlsPinMismatch => "Pinned host presented a key outside its pin set",
+            FindingId::TlsUnpinnedHighValue => "High-value host reached without pinned keys",
+            FindingId::TlsSinglePin => "Pinned host has a single pin and no backup key",
+            FindingId::HstsMissing => {
+                "HTTPS interface answered without a year-long Strict-Transport-Security"
+            }
+            FindingId::McpEndpointPlaintext => {
+                "MCP server received client credentials over plain HTTP"
+            }
         }
     }
 
@@ -82,12 +104,14 @@ impl FindingId {
         match self {
             FindingId::TlsVerifyDisabled => {
                 "Turn certificate verification back on (remove verify=False, -k/--insecure, \
-                 CERT_NONE, rejectUnauthorized:false). If the server uses an internal CA, install \
-                 that CA in the client's trust store instead of disabling verification."
+                 CERT_NONE, rejectUnauthorized:false, Go's InsecureSkipVerify: true). If the \
+                 server uses an internal CA, install that CA in the client's trust store (Go: \
+                 tls.Config.RootCAs or SSL_CERT_FILE) instead of disabling verification."
             }
             FindingId::TlsInvalidCertAccepted => {
                 "Stop accepting certificates that fail verification: remove the bypass \
-                 (rejectUnauthorized:false, an accept-all verify callback, verify=False) and fix \
+                 (rejectUnauthorized:false, an accept-all verify callback or Go \
+                 VerifyPeerCertificate, verify=False, InsecureSkipVerify) and fix \
                  the certificate problem the evidence names (install the issuing CA, renew, or \
                  issue a certificate for the right name)."
             }
@@ -118,6 +142,32 @@ impl FindingId {
                 "Install the CA that issued the server's certificate in the client's trust store \
                  (or configure it: NODE_EXTRA_CA_CERTS, ca=, --cacert, load_verify_locations). \
                  Do not disable verification to get past this error."
+            }
+            FindingId::TlsPinMismatch => {
+                "Treat this as possible interception until explained: compare the observed keys \
+                 with the server's real certificate. If the server rotated its key legitimately, \
+                 add the new key to the host's [[pins]] spki list (egress-monitor pins prints \
+                 it), and keep a backup key pinned so the next rotation is not a surprise."
+            }
+            FindingId::TlsUnpinnedHighValue => {
+                "Pin the host's keys: add the [[pins]] entry from the evidence's snippet to the \
+                 monitor's config (and, where the client supports it, pin in the client: curl \
+                 --pinnedpubkey, OkHttp CertificatePinner), with a backup key."
+            }
+            FindingId::TlsSinglePin => {
+                "Add a backup pin to the host's spki list: the key of the next certificate (a \
+                 key generated ahead of rotation) or the issuing CA's key, so a rotation or a \
+                 compromised key does not leave the host without an accepted pin."
+            }
+            FindingId::HstsMissing => {
+                "Send `Strict-Transport-Security: max-age=31536000; includeSubDomains` on every \
+                 HTTPS response, so browsers and clients that honour it never fall back to plain \
+                 HTTP for this host."
+            }
+            FindingId::McpEndpointPlaintext => {
+                "Serve the MCP endpoint over HTTPS only (TLS on the server or a terminating proxy \
+                 in front of it), or bind it to loopback when only local clients use it; rotate \
+                 the tokens and keys clients sent in the clear."
             }
         }
     }

@@ -3,6 +3,7 @@
 pub mod finding;
 pub mod json;
 pub mod scrub;
+pub mod tally;
 pub mod text;
 
 use std::{
@@ -152,6 +153,8 @@ pub enum StatusKind {
     Stats,
     /// The active `[[suppress]]` entries, at start.
     Suppressions,
+    /// What `--record` wrote (at shutdown), or what `replay` is reading (at start).
+    Recording,
     /// Final line with totals.
     Shutdown,
 }

@@ -206,6 +206,26 @@ impl Scrubber {
         count
     }
 
+    /// Like [`Scrubber::scrub`] on binary data whose framing must not move (a recording's
+    /// length-prefixed records): every occurrence is overwritten in place with `*` of the same
+    /// length. Returns how many were overwritten.
+    pub fn scrub_in_place(&mut self, bytes: &mut [u8]) -> usize {
+        if self.stale {
+            self.rebuild();
+        }
+        let Some(automaton) = &self.automaton else {
+            return 0;
+        };
+        let found: Vec<(usize, usize)> = automaton
+            .find_iter(&*bytes)
+            .map(|m| (m.start(), m.end()))
+            .collect();
+        for &(start, end) in &found {
+            bytes[start..end].fill(b'*');
+        }
+        found.len()
+    }
+
     /// Distinct secrets remembered.
     pub fn len(&self) -> usize {
         self.secrets.len()

@@ -1,6 +1,10 @@
 //! Capability checks, loading the embedded kernel programs, and attaching them.
 pub mod btf;
 pub mod caps;
+pub mod gopclntab;
+pub mod gotls;
+pub mod server;
+pub mod tls_server;
 pub mod tracefs;
 pub mod uprobes;
 
@@ -405,6 +409,10 @@ pub fn load(opts: &LoadOptions, tracefs: &Path) -> anyhow::Result<Loaded> {
             "syscall tracepoints (fallback): every thread of the host pays the syscall slow path",
         ),
     });
+
+    if let DataPath::Cgroup(root) = &data_path {
+        statuses.extend(server::attach(&mut ebpf, root));
+    }
 
     for spec in TRACEPOINTS {
         if spec.is_syscall() && data_path != DataPath::Syscalls {

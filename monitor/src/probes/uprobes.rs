@@ -30,7 +30,7 @@ use object::{Object as _, ObjectSection as _, ObjectSegment as _, ObjectSymbol a
 use crate::output::{Status, StatusKind};
 
 /// What a library provides.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LibraryKind {
     /// Shared `libssl`.
@@ -41,6 +41,8 @@ pub enum LibraryKind {
     Embedded,
     /// The C library (`setenv`).
     Libc,
+    /// A Go executable: its own `crypto/tls` (see `gotls.rs`), probed per process.
+    Go,
 }
 
 impl LibraryKind {
@@ -499,6 +501,8 @@ pub struct TlsProbes {
     roots_seen: HashSet<(u64, u64)>,
     hook_text: Option<BpfHashMap<MapData, u64, TextRange>>,
     enabled: bool,
+    /// Go `crypto/tls`, attached per watched process.
+    go: super::gotls::GoTls,
 }
 
 impl TlsProbes {
@@ -532,12 +536,13 @@ impl TlsProbes {
             roots_seen: HashSet::new(),
             hook_text,
             enabled,
+            go: super::gotls::GoTls::load(ebpf, enabled),
         })
     }
 
     /// How many uprobes are attached (each costs the kernel a grace period to detach).
     pub fn attached(&self) -> usize {
-        self.attached.iter().map(|a| a.links.len()).sum()
+        self.attached.iter().map(|a| a.links.len()).sum::<usize>() + self.go.attached()
     }
 
     /// Libraries with probes attached now.
@@ -552,17 +557,20 @@ impl TlsProbes {
 
     /// Take every link (to drop them elsewhere: each detach waits for a grace period).
     pub fn take_links(&mut self) -> Vec<UProbeLink> {
-        self.attached
+        let mut links: Vec<UProbeLink> = self
+            .attached
             .iter_mut()
             .flat_map(|a| std::mem::take(&mut a.links))
-            .collect()
+            .collect();
+        links.extend(self.go.take_links());
+        links
     }
 
     /// Process `user` (pid, start time) no longer maps anything: libraries that only it used,
     /// and that were not attached for the whole host, lose their probes. Returns the links to
     /// drop (off the caller's hot path) and a status per detached library.
     pub fn release(&mut self, user: (u32, u64)) -> (Vec<UProbeLink>, Vec<Status>) {
-        let mut links = Vec::new();
+        let mut links = self.go.release(user);
         let mut statuses = Vec::new();
         let table = self.libraries.read().expect("library table lock");
         for (index, a) in self.attached.iter_mut().enumerate() {
@@ -641,6 +649,9 @@ impl TlsProbes {
         if !self.enabled {
             return found;
         }
+        found
+            .statuses
+            .extend(self.go.discover(ebpf, pid, start, &self.libraries));
         let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
         let mappings = exec_mappings(&maps);
         let root = PathBuf::from(format!("/proc/{pid}/root"));

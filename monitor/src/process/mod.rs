@@ -2,6 +2,7 @@
 pub mod cgroup;
 pub mod discover;
 pub mod gobuild;
+pub mod listeners;
 pub mod mcp;
 pub mod pod;
 pub mod sockets;
@@ -14,7 +15,7 @@ use serde::Serialize;
 use crate::detect::{cmdline::CmdlineRedactor, secret::Secret};
 
 /// What a finding or event says about the process behind it (`process` in the JSON contract).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ProcessInfo {
     pub pid: u32,
     pub ppid: Option<u32>,

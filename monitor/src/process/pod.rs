@@ -44,7 +44,7 @@ const SYMLINK_NAME_MAX: usize = 255 - ".log".len();
 /// `process.pod` in the JSON contract. `namespace` and `name` are null when the pod log
 /// directory does not know the UID (not mounted into the agent's container, say); `container`
 /// is null when no container could be named without guessing.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Pod {
     pub namespace: Option<String>,
     pub name: Option<String>,

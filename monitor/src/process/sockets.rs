@@ -27,7 +27,7 @@ pub struct OpenSocket {
 
 /// `0100007F:1F90` (IPv4, the kernel's byte order) or 32 hex digits (IPv6, four host-order
 /// words) and a hex port.
-fn parse_address(field: &str) -> Option<SocketAddr> {
+pub(crate) fn parse_address(field: &str) -> Option<SocketAddr> {
     let (ip, port) = field.split_once(':')?;
     let port = u16::from_str_radix(port, 16).ok()?;
     let ip = match ip.len() {

@@ -148,15 +148,15 @@ impl<R: BufRead> Iterator for JsonLines<R> {
     }
 }
 
-/// The records of the input file (`-`: standard input).
-///
-/// Only JSON lines today. A recording (DESIGN.md `run --record`) plugs in here: recognise its
-/// header, replay it through `analyze/` as `replay` does, and turn each `output::Record` the
-/// analysis produces into a [`Record`] with [`Record::from_output`]; the aggregation and the
-/// renderers take any iterator of records and need no change.
-fn records(input: &Path) -> anyhow::Result<JsonLines<Box<dyn BufRead>>> {
+/// The records of the input file (`-`: standard input): JSON lines, or a recording
+/// (`run --record`), replayed through the analysis with the default configuration into the
+/// JSON lines the live run printed.
+pub fn records(input: &Path) -> anyhow::Result<JsonLines<Box<dyn BufRead>>> {
     let reader: Box<dyn BufRead> = if input == Path::new("-") {
         Box::new(io::BufReader::new(io::stdin()))
+    } else if crate::record::is_recording(input) {
+        // A recording: what `replay` prints of it, with the default configuration.
+        Box::new(io::Cursor::new(crate::replay::json_lines(input)?))
     } else {
         let file = std::fs::File::open(input)
             .with_context(|| format!("cannot read {}", input.display()))?;
@@ -172,16 +172,32 @@ pub fn render(report: &Report, format: ReportFormat) -> String {
     }
 }
 
-pub fn run(args: ReportArgs) -> anyhow::Result<()> {
+/// The report of the input file (see [`records`]); the first bad line is an error.
+pub fn load(input: &Path) -> anyhow::Result<Report> {
     let mut builder = Builder::default();
-    for record in records(&args.input)? {
-        let record = record.map_err(|e| anyhow::anyhow!("{}: {e}", args.input.display()))?;
+    for record in records(input)? {
+        let record = record.map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
         builder.add(record);
     }
-    let text = render(&builder.finish(), args.format);
-    match &args.output {
+    Ok(builder.finish())
+}
+
+pub fn run(args: ReportArgs) -> anyhow::Result<()> {
+    let text = render(&load(&args.input)?, args.format);
+    emit(args.output.as_deref(), &text, "the report")
+}
+
+/// `egress-monitor pins FILE`: the suggested `[[pins]]` of a run ([`pins_toml`]), from the same
+/// input as `report` (JSON lines or a recording).
+pub fn pins(input: &Path, output: Option<&Path>) -> anyhow::Result<()> {
+    emit(output, &pins_toml(&load(input)?), "the pins")
+}
+
+/// Write `text` to `output` (private, whole) or standard output.
+fn emit(output: Option<&Path>, text: &str, what: &str) -> anyhow::Result<()> {
+    match output {
         Some(path) => write_private(path, text.as_bytes())
-            .with_context(|| format!("cannot write the report to {}", path.display())),
+            .with_context(|| format!("cannot write {what} to {}", path.display())),
         None => {
             let mut out = io::stdout().lock();
             out.write_all(text.as_bytes())?;
@@ -560,11 +576,10 @@ pub(crate) fn certificate_lines(c: &Certificate, validity: Option<&str>) -> Vec<
     v
 }
 
-/// Why the suggested pins are not read by `run --config` yet. Change it when `config.rs` reads
-/// `[[pins]]` (DESIGN.md: `host`, `spki`).
-const PINS_NOT_READ_YET: &str =
-    "# egress-monitor does not read [[pins]] yet (pinning is designed, not built) and \
-     --config\n# rejects unknown tables: keep this block for when it does.\n";
+/// What the monitor does with the suggested pins once they are in `--config`.
+const PINS_CHECKED: &str =
+    "# Add them to egress-monitor's --config: a handshake to a pinned host whose chain holds\n\
+     # none of its keys is TLS_PIN_MISMATCH; a host with a single pin is TLS_SINGLE_PIN.\n";
 
 /// The suggested `[[pins]]` block (TOML). Only host names made of host-name characters and
 /// pins of the monitor's own shape are written, so nothing from the input needs quoting.
@@ -574,7 +589,7 @@ pub fn pins_toml(report: &Report) -> String {
          # handshakes verified cleanly (handshake completed, OpenSSL verified the chain, the\n\
          # certificate covers the name, and no finding on that connection).\n",
     );
-    out.push_str(PINS_NOT_READ_YET);
+    out.push_str(PINS_CHECKED);
     let suggested: Vec<&model::PinSuggestion> =
         report.pins.iter().filter(|p| !p.pins.is_empty()).collect();
     if report.pins.is_empty() {
@@ -717,6 +732,11 @@ mod tests {
             PlaintextCredentials,
             PlaintextAuthEndpoint,
             TlsUntrustedCa,
+            TlsPinMismatch,
+            TlsUnpinnedHighValue,
+            TlsSinglePin,
+            HstsMissing,
+            McpEndpointPlaintext,
         ];
         for id in all {
             match id {
@@ -727,7 +747,12 @@ mod tests {
                 | FindingId::TlsVerifyEnvDisabled
                 | FindingId::PlaintextCredentials
                 | FindingId::PlaintextAuthEndpoint
-                | FindingId::TlsUntrustedCa => {}
+                | FindingId::TlsUntrustedCa
+                | FindingId::TlsPinMismatch
+                | FindingId::TlsUnpinnedHighValue
+                | FindingId::TlsSinglePin
+                | FindingId::HstsMissing
+                | FindingId::McpEndpointPlaintext => {}
             }
         }
         all.to_vec()
@@ -816,6 +841,12 @@ mod tests {
         assert_eq!(pins[0]["spki"][0].as_str(), Some(SPKI_A));
         assert!(toml_text.contains("Not suggested, no handshake verified cleanly: self.test"));
         assert!(toml_text.contains(&format!("Also presented {SPKI_B}")));
+        let config = crate::config::Config::parse(&toml_text).expect("--config accepts it");
+        let pinned = config
+            .pinning
+            .pins_for("api.test")
+            .expect("api.test is pinned");
+        assert!(pinned.holds(SPKI_A), "{toml_text}");
         let empty = pins_toml(&Report::build([]));
         assert!(empty.contains("nothing to pin"), "{empty}");
         assert!(toml::from_str::<toml::Value>(&empty).is_ok());

@@ -908,7 +908,9 @@ impl Builder {
         }
         let number = self.report.findings.len() + 1;
         self.findings.insert(key, self.report.findings.len());
-        if f.id.starts_with("TLS_") {
+        // Findings about the pin configuration say nothing against the key the host showed.
+        let about_config = matches!(f.id.as_str(), "TLS_UNPINNED_HIGH_VALUE" | "TLS_SINGLE_PIN");
+        if f.id.starts_with("TLS_") && !about_config {
             self.tls_findings
                 .insert((f.process.pid, endpoint(&f.destination)));
         }
@@ -1270,6 +1272,16 @@ pub(crate) mod tests {
             "a finding on the connection: not clean"
         );
         assert_eq!(report.pins_unusable_hosts, 1);
+    }
+
+    #[test]
+    fn report_pins_keys_of_hosts_whose_only_findings_are_about_the_pin_config() {
+        let report = Report::build([
+            a_handshake(T1, 7, "api.test", 8443, SPKI_A, "verified"),
+            a_finding(T2, "TLS_UNPINNED_HIGH_VALUE", "MEDIUM", 7, 8443, 1),
+            a_finding(T2, "TLS_SINGLE_PIN", "INFO", 7, 8443, 1),
+        ]);
+        assert_eq!(report.pins[0].pins.iter().collect::<Vec<_>>(), [SPKI_A]);
     }
 
     #[test]

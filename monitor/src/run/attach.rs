@@ -9,13 +9,18 @@ use std::{
 use aya::Ebpf;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::{output::Status, probes::uprobes::TlsProbes};
+use crate::{
+    output::Status,
+    probes::{tls_server::ServerWrites, uprobes::TlsProbes},
+};
 
 pub enum Request {
     /// Attach to the TLS libraries this process (pid, start time) maps or may map.
     Discover { pid: u32, start: u64 },
     /// This process is gone: libraries only it used lose their probes.
     Release { pid: u32, start: u64 },
+    /// This process serves TLS: read its responses (`probes::tls_server`).
+    ServerWrites { pid: u32, start: u64 },
 }
 
 pub enum Reply {
@@ -34,6 +39,12 @@ pub fn spawn(
     let handle = thread::Builder::new()
         .name("em-probes".into())
         .spawn(move || {
+            let (mut server_writes, status) = ServerWrites::load(&mut ebpf);
+            if let Some(status) = status {
+                let _ = replies.send(Reply::Discovered {
+                    statuses: vec![status],
+                });
+            }
             for request in rx {
                 let reply = match request {
                     Request::Discover { pid, start } => {
@@ -42,8 +53,12 @@ pub fn spawn(
                             statuses: found.statuses,
                         }
                     }
+                    Request::ServerWrites { pid, start } => Reply::Discovered {
+                        statuses: server_writes.attach(&mut ebpf, pid, start),
+                    },
                     Request::Release { pid, start } => {
-                        let (links, statuses) = tls.release((pid, start));
+                        let (mut links, statuses) = tls.release((pid, start));
+                        links.extend(server_writes.release((pid, start)));
                         if !links.is_empty() {
                             // Each detach waits for a grace period: not on this thread either.
                             let _ = thread::Builder::new()
@@ -57,6 +72,8 @@ pub fn spawn(
                     break;
                 }
             }
+            // Left to the process's exit (the kernel detaches them as their descriptors close).
+            std::mem::forget(server_writes.release_all());
             (ebpf, tls)
         })
         .expect("spawning the probe worker thread");

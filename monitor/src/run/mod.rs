@@ -7,6 +7,7 @@
 mod attach;
 mod kernel;
 mod procfs;
+mod server;
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -25,14 +26,14 @@ use tokio::{io::unix::AsyncFd, signal::unix::SignalKind, sync::mpsc::UnboundedRe
 
 use crate::{
     analyze::{
+        input::{env_input, Input, Time},
         processes::ProcessKey,
-        tls::{env_bypass, EnvBypass},
         Action, Analyzer, Drops, Out, Settings,
     },
     config::Config,
     decode::{self, RawEvent},
     detect::{cmdline::CmdlineRedactor, redact::Fingerprinter, x509::TrustStore, DetectConfig},
-    output::{Clock, Event, EventDetail, Format, Record, Sink, Status, StatusKind, Totals},
+    output::{Clock, Format, Record, Sink, Status, StatusKind, Totals},
     probes::{
         self, caps, tracefs,
         uprobes::{self, LibraryTable, TlsProbes},
@@ -48,9 +49,7 @@ use crate::{
 use kernel::{KernelMaps, Targets};
 use procfs::{LoadReason, Loaded};
 
-use std::collections::BTreeMap;
-
-use crate::{output::text::SummaryKey, suppress::Suppressions};
+use crate::suppress::Suppressions;
 
 pub struct RunArgs {
     pub selector: Selector,
@@ -67,6 +66,10 @@ pub struct RunArgs {
     pub syscall_tracepoints: bool,
     /// Serve Prometheus `/metrics` and `/healthz` at this address (`--metrics-addr`).
     pub metrics_addr: Option<String>,
+    /// `--record FILE`: write every analysis input to a recording.
+    pub record: Option<PathBuf>,
+    /// `--record-max-size BYTES`: drop the oldest recorded data beyond this.
+    pub record_max_size: Option<u64>,
 }
 
 /// Ring-buffer records handled per wake-up at most, so signals and timers are served between
@@ -97,7 +100,8 @@ struct Session {
     libraries: LibraryTable,
     sink: Sink,
     clock: Clock,
-    totals: Totals,
+    /// Totals, suppressions and the closing summary's rows.
+    tally: crate::output::tally::Tally,
     out: Out,
     /// Processes being read, with the records that wait for them.
     waiting: HashMap<u32, Waiting>,
@@ -110,16 +114,11 @@ struct Session {
     own_pid: u32,
     /// `--metrics-addr` (a no-op without it); the sink counts the records it writes.
     metrics: crate::metrics::Metrics,
-    /// `[[suppress]]`: findings these cover are counted, not printed.
-    suppressions: Suppressions,
-    /// Findings by severity, id, process and destination, for the text view's closing table.
-    summary: BTreeMap<SummaryKey, u64>,
-    /// Summary rows not kept (the table is bounded).
-    summary_more: u64,
+    /// `--record`: every input of the analysis goes here too.
+    recorder: Option<crate::record::Writer>,
+    /// The kernel's marks on targets' listeners (`run/server.rs`).
+    listeners: server::ListenerMarks,
 }
-
-/// Rows the closing summary keeps.
-const SUMMARY_ROWS: usize = 1000;
 
 /// The records a process emits in its own context while it lives: the first of them is
 /// worth reading /proc for. (Exit, close and connect results may come after it is gone.)
@@ -132,44 +131,15 @@ fn starts_process(event: &RawEvent) -> bool {
             | RawEvent::Cert(_)
             | RawEvent::SetEnv(_)
             | RawEvent::MmapExec(_)
+            | RawEvent::Listen(_)
+            | RawEvent::TlsResponse(_)
     )
 }
 
 impl Session {
     fn emit(&mut self, record: Record) -> anyhow::Result<()> {
-        match &record {
-            Record::Event(_) => self.totals.events += 1,
-            Record::Finding(f) => {
-                if let Some(s) = self.suppressions.find(f, SystemTime::now()) {
-                    *self.totals.suppressed.entry(s.id.clone()).or_default() += 1;
-                    self.metrics.suppressed(f.id);
-                    return Ok(());
-                }
-                self.totals.findings += 1;
-                let key = SummaryKey {
-                    severity: f.id.severity(),
-                    id: f.id.as_str(),
-                    pid: f.process.pid,
-                    comm: f.process.comm.clone(),
-                    destination: f.destination.as_ref().map_or(String::new(), |d| {
-                        let addr = std::net::SocketAddr::new(d.ip, d.port).to_string();
-                        match &d.hostname {
-                            Some(h) => format!("{h} ({addr})"),
-                            None => addr,
-                        }
-                    }),
-                };
-                // A repeated finding comes again with its grown count: keep the largest.
-                let count = f.count.max(1);
-                if let Some(n) = self.summary.get_mut(&key) {
-                    *n = (*n).max(count);
-                } else if self.summary.len() < SUMMARY_ROWS {
-                    self.summary.insert(key, count);
-                } else {
-                    self.summary_more += 1;
-                }
-            }
-            Record::Status(_) => {}
+        if !self.tally.admit(&record, SystemTime::now(), &self.metrics) {
+            return Ok(());
         }
         self.sink.emit(&record).context("writing output")
     }
@@ -178,10 +148,104 @@ impl Session {
         self.emit(Record::Status(status))
     }
 
+    /// One input through the analysis, and into the recording. `false`: a process the table
+    /// had no room for.
+    fn step(&mut self, input: Input) -> bool {
+        let installed = self.analyzer.apply(&input, &mut self.out);
+        let time = input.time().map_or(Time(0), Time::from);
+        self.record(Some(&input), time);
+        installed
+    }
+
+    /// Write what the last step decided about connection bytes, then the step's input (none
+    /// for a payload: its bytes never go into a recording). A failing recording is reported
+    /// once and stops; the run goes on.
+    fn record(&mut self, input: Option<&Input>, time: Time) {
+        let Some(recorder) = self.recorder.as_mut() else {
+            return;
+        };
+        for secret in &self.out.secrets {
+            recorder.learn(secret);
+        }
+        let mut written = Ok(());
+        for observed in self.out.observed.drain(..) {
+            written = written.and_then(|_| recorder.write(&Input::Observed(observed, time)));
+        }
+        if let Some(input) = input {
+            written = written.and_then(|_| recorder.write(input));
+        }
+        if let Err(err) = written {
+            self.recording_failed(err);
+        }
+    }
+
+    fn recording_failed(&mut self, err: std::io::Error) {
+        let Some(recorder) = self.recorder.take() else {
+            return;
+        };
+        let status = Status::new(
+            StatusKind::Warning,
+            Some("--record".into()),
+            format!(
+                "writing {} failed ({err}); recording stopped, the run goes on",
+                recorder.path().display()
+            ),
+        );
+        let _ = self.emit(Record::Status(status));
+    }
+
+    /// Once a second: the recording's block goes to disk; with `--record-max-size`, a full
+    /// segment is closed and a new one starts with what is known of every watched process.
+    fn record_tick(&mut self) -> anyhow::Result<()> {
+        let Some(recorder) = self.recorder.as_mut() else {
+            return Ok(());
+        };
+        let result = if recorder.wants_segment() {
+            let now = Time::from(SystemTime::now());
+            let mut snapshot = Vec::new();
+            for state in self.analyzer.processes().iter() {
+                snapshot.push(Input::AddProcess {
+                    key: state.key,
+                    info: state.info.clone(),
+                    time: now,
+                });
+                if state.tls.app_checks_names {
+                    snapshot.push(Input::AppChecksNames(state.key));
+                }
+                snapshot.extend(state.server.snapshot(state.key, now));
+            }
+            recorder.start_segment(snapshot)
+        } else {
+            recorder.flush().map(|_| 0)
+        };
+        match result {
+            Ok(0) => Ok(()),
+            Ok(dropped) => {
+                let (_, total) = recorder.counts();
+                self.drops.add("recording_dropped", dropped);
+                let message = format!(
+                    "--record-max-size: dropped the oldest {dropped} recorded inputs ({total} in all)"
+                );
+                self.status(Status::new(
+                    StatusKind::Warning,
+                    Some("--record".into()),
+                    message,
+                ))
+            }
+            Err(err) => {
+                self.recording_failed(err);
+                Ok(())
+            }
+        }
+    }
+
     /// Emit what the analyzer produced (after teaching the scrubber every secret it saw) and
     /// tell the kernel and the workers what it asked for.
     fn drain(&mut self) -> anyhow::Result<()> {
         for secret in self.out.secrets.drain(..) {
+            if let Some(recorder) = self.recorder.as_mut() {
+                recorder.learn(&secret);
+            }
             self.sink.learn(&secret);
         }
         let records = std::mem::take(&mut self.out.records);
@@ -236,7 +300,7 @@ impl Session {
         match decode::decode(bytes) {
             Ok(event) => self.dispatch(event),
             Err(err) => {
-                self.totals.decode_errors += 1;
+                self.tally.totals.decode_errors += 1;
                 tracing::debug!("undecodable record: {err}");
                 Ok(())
             }
@@ -289,49 +353,61 @@ impl Session {
     /// One record of a known process through the analysis.
     fn apply(&mut self, event: RawEvent) -> anyhow::Result<()> {
         let time = self.clock.at(event.ktime_ns());
-        let out = &mut self.out;
         match event {
-            RawEvent::Connect(c) => self.analyzer.connect(&c, time, out),
-            RawEvent::ConnectResult(r) => self.analyzer.connect_result(&r, time, out),
-            RawEvent::Payload(p) => self.analyzer.payload(&p, time, out),
-            RawEvent::SocketClose(c) => self.analyzer.socket_close(&c, time, out),
+            RawEvent::Connect(c) => {
+                self.step(Input::Connect(c, time.into()));
+            }
+            RawEvent::ConnectResult(r) => {
+                self.step(Input::ConnectResult(r, time.into()));
+            }
+            RawEvent::Payload(p) => {
+                self.analyzer.payload(&p, time, &mut self.out);
+                self.record(None, time.into());
+            }
+            RawEvent::SocketClose(c) => {
+                self.step(Input::SocketClose(c, time.into()));
+            }
             RawEvent::Tls(t) => {
                 let library = self
                     .libraries
                     .read()
                     .expect("library table lock")
                     .get(t.library as usize)
-                    .map(|l| (l.path.clone(), l.kind));
-                let library = library.as_ref().map(|(p, k)| (p.as_str(), *k));
+                    .map(|l| (l.path.to_string(), l.kind));
                 let key = ProcessKey::new(t.tgid, t.start);
                 let first = self.analyzer.first_tls_activity(key);
-                self.analyzer.tls(&t, library, time, out);
+                let (tgid, start) = (t.tgid, t.start);
+                self.server_tls_role(&t);
+                self.step(Input::Tls {
+                    event: t,
+                    library,
+                    time: time.into(),
+                });
                 if first {
                     // Which client libraries it has loaded by now (libpq through psycopg,
                     // say): read before its next records, while it is busy with TLS.
-                    self.wait(t.tgid, t.start, None);
-                    self.load(t.tgid, t.start, LoadReason::Libraries);
+                    self.wait(tgid, start, None);
+                    self.load(tgid, start, LoadReason::Libraries);
                 }
             }
-            RawEvent::Cert(c) => self.analyzer.cert(&c, time),
-            RawEvent::TlsRecord(r) => self.analyzer.tls_record(&r, time, out),
+            RawEvent::Cert(c) => {
+                self.step(Input::Cert(c, time.into()));
+            }
+            RawEvent::TlsRecord(r) => {
+                self.step(Input::TlsRecord(r, time.into()));
+            }
             RawEvent::Exit(e) => {
                 let key = ProcessKey::new(e.tgid, e.start);
                 if e.thread_only {
-                    self.analyzer.thread_exit(key, e.tid);
+                    self.step(Input::ThreadExit { key, tid: e.tid });
                 } else {
-                    self.analyzer.process_exit(key, time, out);
+                    self.step(Input::ProcessExit(key, time.into()));
                 }
             }
             RawEvent::SetEnv(s) => {
-                if env_bypass(&s.name, &s.value) {
-                    let bypass = EnvBypass {
-                        name: s.name,
-                        value: s.value,
-                        source: "set at run time",
-                    };
-                    let key = ProcessKey::new(s.tgid, s.start);
-                    self.analyzer.env_bypass(key, bypass, time, out);
+                let key = ProcessKey::new(s.tgid, s.start);
+                if let Some(input) = env_input(key, &s.name, &s.value, false, time) {
+                    self.step(input);
                 }
             }
             RawEvent::MmapExec(m) => {
@@ -339,7 +415,7 @@ impl Session {
                 // while the mapping was made, so this holds even if the process is gone now.
                 let key = ProcessKey::new(m.tgid, m.start);
                 if uprobes::library_checks_names(&m.name) {
-                    self.analyzer.set_app_checks_names(key, true);
+                    self.step(Input::AppChecksNames(key));
                 }
                 // Probe the TLS libraries it maps now.
                 let _ = self.probes_tx.send(attach::Request::Discover {
@@ -347,6 +423,11 @@ impl Session {
                     start: m.start,
                 });
             }
+            event @ (RawEvent::Listen(_)
+            | RawEvent::Accept(_)
+            | RawEvent::ServerPayload(_)
+            | RawEvent::ServerClose(_)
+            | RawEvent::TlsResponse(_)) => self.server_event(event, time),
             RawEvent::Exec(_) => unreachable!("exec records go through dispatch"),
         }
         self.drain()
@@ -361,6 +442,9 @@ impl Session {
         }
         if let Some(read) = &loaded.read {
             for secret in &read.secrets {
+                if let Some(recorder) = self.recorder.as_mut() {
+                    recorder.learn(secret);
+                }
                 self.sink.learn(secret);
             }
         }
@@ -390,21 +474,15 @@ impl Session {
                 let info = self.label(info);
                 if let Some(reason) = self.targeting.on_exec(&info, start, inherited, was_target) {
                     let info = Arc::new(info);
+                    let time = time.into();
                     if was_target {
-                        self.analyzer.exec(key, info.clone(), time, &mut self.out);
-                    } else if !self
-                        .analyzer
-                        .add_process(key, info.clone(), time, &mut self.out)
-                    {
+                        self.step(Input::Exec { key, info, time });
+                    } else if !self.step(Input::AddProcess { key, info, time }) {
                         self.drain()?;
                         return self.replay(waiting);
                     }
                     if !self.quiet_targets {
-                        self.emit(Record::Event(Event {
-                            time,
-                            process: info,
-                            detail: EventDetail::Target { reason },
-                        }))?;
+                        self.step(Input::Target { key, reason, time });
                     }
                     self.install(key, &loaded);
                 } else {
@@ -418,7 +496,8 @@ impl Session {
                     None => vanished(pid, comm.as_str(), None),
                 };
                 let info = Arc::new(self.label(info));
-                if !self.analyzer.add_process(key, info, time, &mut self.out) {
+                let time = time.into();
+                if !self.step(Input::AddProcess { key, info, time }) {
                     return self.abandon(waiting);
                 }
                 self.install(key, &loaded);
@@ -478,28 +557,29 @@ impl Session {
                 .and_then(|i| i.ppid)
                 .is_some_and(|ppid| self.analyzer.app_checks_names(ppid));
         if loaded.app_checks_names || curl || parent {
-            self.analyzer.set_app_checks_names(key, true);
+            self.step(Input::AppChecksNames(key));
         }
     }
 
     /// A process is watched now: what its mappings and environment say, and its TLS libraries.
     fn install(&mut self, key: ProcessKey, loaded: &Loaded) {
+        self.adopt_listeners(key);
         self.set_name_checks(key, loaded);
-        for (name, value) in &loaded.env {
-            if env_bypass(name, value) {
-                let bypass = EnvBypass {
-                    name: name.clone(),
-                    value: value.clone(),
-                    source: "environment at start",
-                };
-                self.analyzer
-                    .env_bypass(key, bypass, SystemTime::now(), &mut self.out);
-            }
-        }
+        self.env_at_start(key, loaded);
         let _ = self.probes_tx.send(attach::Request::Discover {
             pid: key.pid,
             start: key.start,
         });
+    }
+
+    /// Process-wide TLS bypasses in the environment a process started with.
+    fn env_at_start(&mut self, key: ProcessKey, loaded: &Loaded) {
+        let now = SystemTime::now();
+        for (name, value) in &loaded.env {
+            if let Some(input) = env_input(key, name, value, true, now) {
+                self.step(input);
+            }
+        }
     }
 
     /// Every few seconds: processes and kernel entries whose exit went unseen are concluded
@@ -513,7 +593,7 @@ impl Session {
                 None => false,
             };
             if gone && !self.waiting.contains_key(&key.pid) {
-                self.analyzer.process_exit(key, time, &mut self.out);
+                self.step(Input::ProcessExit(key, time.into()));
             }
         }
         self.drain()?;
@@ -534,6 +614,7 @@ impl Session {
         if gone > 0 {
             tracing::debug!("removed {gone} TLS session entries of finished processes");
         }
+        self.sweep_server_sessions();
         Ok(())
     }
 
@@ -580,7 +661,7 @@ impl Session {
             drops: self.all_drops(),
             tables,
             rss_bytes: resident_bytes(),
-            ..self.totals.clone()
+            ..self.tally.totals.clone()
         }
     }
 }
@@ -609,7 +690,7 @@ fn resident_bytes() -> Option<u64> {
     Some(pages * page.max(0) as u64)
 }
 
-fn open_sink(format: Option<Format>, output: Option<&PathBuf>) -> anyhow::Result<Sink> {
+pub(crate) fn open_sink(format: Option<Format>, output: Option<&PathBuf>) -> anyhow::Result<Sink> {
     let (default, out): (Format, Box<dyn Write + Send>) = match output {
         Some(path) => {
             return Sink::to_file(format.unwrap_or(Format::Json), path)
@@ -681,6 +762,63 @@ fn regexes(field: &str, patterns: &[String]) -> anyhow::Result<Vec<regex::Regex>
         .collect()
 }
 
+/// The config's `[[suppress]]` entries, with status lines for the expired ones and the list of
+/// the active ones.
+pub(crate) fn suppressions(config: &Config, sink: &mut Sink) -> anyhow::Result<Suppressions> {
+    let (suppressions, expired) = Suppressions::new(config.suppressions.clone(), SystemTime::now());
+    for s in &expired {
+        sink.emit(&Record::Status(Status::new(
+            StatusKind::Warning,
+            Some("suppress".into()),
+            format!("ignored: expired: {}", s.describe()),
+        )))?;
+    }
+    if !suppressions.is_empty() {
+        let list: Vec<String> = suppressions.iter().map(|s| s.describe()).collect();
+        sink.emit(&Record::Status(Status::new(
+            StatusKind::Suppressions,
+            Some("suppress".into()),
+            format!(
+                "{} active: {} (matching findings are counted, not printed)",
+                list.len(),
+                list.join("; ")
+            ),
+        )))?;
+    }
+    Ok(suppressions)
+}
+
+/// The analysis as the configuration sets it up (shared by `run` and `replay`), and the
+/// fingerprint key of this run. Problems that do not stop it are added to `statuses`.
+pub(crate) fn analysis(
+    config: &Config,
+    include_loopback: bool,
+    statuses: &mut Vec<Status>,
+) -> anyhow::Result<(Analyzer, Fingerprinter)> {
+    let trust = trust_store(config, statuses);
+    let fingerprints = match config.fingerprint_key()? {
+        Some(key) => Fingerprinter::new(key),
+        None => Fingerprinter::try_random()
+            .map_err(|e| anyhow::anyhow!("no randomness for the fingerprint key: {e}"))?,
+    };
+    let detect = DetectConfig {
+        api_key_headers: config.plaintext.api_key_headers.clone(),
+        auth_hosts: regexes("plaintext.auth_hosts", &config.plaintext.auth_hosts)?,
+        auth_paths: regexes("plaintext.auth_paths", &config.plaintext.auth_paths)?,
+    };
+    let analyzer = Analyzer::new(
+        Settings { include_loopback },
+        trust,
+        detect,
+        fingerprints.clone(),
+        crate::analyze::pins::PinPolicy::new(
+            config.pinning.clone(),
+            crate::pins::ca_file_stores(&config.tls.ca_files),
+        ),
+    );
+    Ok((analyzer, fingerprints))
+}
+
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -711,26 +849,7 @@ async fn start(args: RunArgs) -> anyhow::Result<Started> {
     let mut sink = open_sink(args.format, args.output.as_ref())?;
     let metrics = crate::metrics::Metrics::start(args.metrics_addr.as_deref())?;
     sink.set_metrics(metrics.clone());
-    let (suppressions, expired) = Suppressions::new(config.suppressions.clone(), SystemTime::now());
-    for s in &expired {
-        sink.emit(&Record::Status(Status::new(
-            StatusKind::Warning,
-            Some("suppress".into()),
-            format!("ignored: expired: {}", s.describe()),
-        )))?;
-    }
-    if !suppressions.is_empty() {
-        let list: Vec<String> = suppressions.iter().map(|s| s.describe()).collect();
-        sink.emit(&Record::Status(Status::new(
-            StatusKind::Suppressions,
-            Some("suppress".into()),
-            format!(
-                "{} active: {} (matching findings are counted, not printed)",
-                list.len(),
-                list.join("; ")
-            ),
-        )))?;
-    }
+    let suppressions = suppressions(&config, &mut sink)?;
     let matcher = McpMatcher::new(&args.mcp_patterns)?;
     let procfs = ProcFs::default().with_pod_log_dir(&config.kubernetes.pod_log_dir);
     if let Selector::Pids(pids) = &args.selector {
@@ -809,7 +928,7 @@ async fn start(args: RunArgs) -> anyhow::Result<Started> {
         ));
     }
     statuses.extend(tls_probes.attach_host(&mut ebpf));
-    let trust = trust_store(&config, &mut statuses);
+    let (mut analyzer, fingerprints) = analysis(&config, args.include_loopback, &mut statuses)?;
     for status in statuses {
         sink.emit(&Record::Status(status))?;
     }
@@ -820,17 +939,8 @@ async fn start(args: RunArgs) -> anyhow::Result<Started> {
     let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
     metrics.ring_buffer(&ring);
     let kernel = KernelMaps::take(&mut ebpf)?;
-    let fingerprints = match config.fingerprint_key()? {
-        Some(key) => Fingerprinter::new(key),
-        None => Fingerprinter::try_random()
-            .map_err(|e| anyhow::anyhow!("no randomness for the fingerprint key: {e}"))?,
-    };
-    let redactor = CmdlineRedactor::new(fingerprints.clone(), config.redaction.show_inline_code);
-    let detect = DetectConfig {
-        api_key_headers: config.plaintext.api_key_headers.clone(),
-        auth_hosts: regexes("plaintext.auth_hosts", &config.plaintext.auth_hosts)?,
-        auth_paths: regexes("plaintext.auth_paths", &config.plaintext.auth_paths)?,
-    };
+    let listeners = server::ListenerMarks::take(&mut ebpf);
+    let redactor = CmdlineRedactor::new(fingerprints, config.redaction.show_inline_code);
 
     if let Selector::Comms(names) = &args.selector {
         let mut comms: BpfHashMap<MapData, [u8; monitor_common::COMM_LEN], u8> = ebpf
@@ -851,14 +961,6 @@ async fn start(args: RunArgs) -> anyhow::Result<Started> {
     let quiet_targets = matches!(args.selector, Selector::All);
     let mode = args.selector.to_string();
     let mut targeting = Targeting::new(args.selector, matcher, targets);
-    let mut analyzer = Analyzer::new(
-        Settings {
-            include_loopback: args.include_loopback,
-        },
-        trust,
-        detect,
-        fingerprints,
-    );
 
     // Probes are attached before the scan, so a process exec'd meanwhile arrives as an event.
     let own_pid = std::process::id();
@@ -883,6 +985,23 @@ async fn start(args: RunArgs) -> anyhow::Result<Started> {
         .collect();
     let found = targeting.scan(scan);
     let mcp_servers = mcp_servers_line(&found);
+    let mut recorder = match &args.record {
+        Some(path) => {
+            let header = crate::record::Header {
+                agent_version: env!("CARGO_PKG_VERSION").into(),
+                host: crate::record::host_name(),
+                started: crate::output::Timestamp(SystemTime::now()).to_string(),
+                mode: mode.clone(),
+                include_loopback: args.include_loopback,
+                max_size: args.record_max_size,
+                ..Default::default()
+            };
+            let writer = crate::record::Writer::create(path, header)
+                .with_context(|| format!("creating --record {}", path.display()))?;
+            Some(writer)
+        }
+        None => None,
+    };
     let mut out = Out::default();
     let libraries = tls_probes.table();
     let mut initial: Vec<(ProcessKey, Loaded)> = Vec::new();
@@ -891,21 +1010,31 @@ async fn start(args: RunArgs) -> anyhow::Result<Started> {
         let key = ProcessKey::new(target.process.pid, target.start);
         if let Some((_, s)) = secrets.iter().find(|(pid, _)| *pid == key.pid) {
             for secret in s {
+                if let Some(recorder) = recorder.as_mut() {
+                    recorder.learn(secret);
+                }
                 sink.learn(secret);
             }
         }
         let info = Arc::new(target.process.clone());
-        if !analyzer.add_process(key, info.clone(), now, &mut out) {
-            continue;
-        }
+        let time = now.into();
+        let mut inputs = vec![Input::AddProcess { key, info, time }];
         if !quiet_targets {
-            sink.emit(&Record::Event(Event {
-                time: now,
-                process: info,
-                detail: EventDetail::Target {
-                    reason: target.reason.clone(),
-                },
-            }))?;
+            let reason = target.reason.clone();
+            inputs.push(Input::Target { key, reason, time });
+        }
+        let mut installed = true;
+        for input in &inputs {
+            installed = installed && analyzer.apply(input, &mut out);
+            if let Some(recorder) = recorder.as_mut() {
+                recorder.write(input).context("writing --record")?;
+            }
+        }
+        for record in out.records.drain(..) {
+            sink.emit(&record)?;
+        }
+        if !installed {
+            continue;
         }
         // What it had open already was sent before we watched: say so, per connection.
         let open = crate::process::sockets::open_sockets(&procfs, key.pid);
@@ -950,7 +1079,6 @@ async fn start(args: RunArgs) -> anyhow::Result<Started> {
         libraries,
         sink,
         clock: Clock::new(),
-        totals: Totals::default(),
         out,
         waiting: HashMap::new(),
         waiting_events: 0,
@@ -960,24 +1088,14 @@ async fn start(args: RunArgs) -> anyhow::Result<Started> {
         quiet_targets,
         own_pid,
         metrics,
-        suppressions,
-        summary: BTreeMap::new(),
-        summary_more: 0,
+        tally: crate::output::tally::Tally::new(suppressions),
+        recorder,
+        listeners,
     };
     for (key, loaded) in initial {
         session.set_name_checks(key, &loaded);
-        for (name, value) in &loaded.env {
-            if env_bypass(name, value) {
-                let bypass = EnvBypass {
-                    name: name.clone(),
-                    value: value.clone(),
-                    source: "environment at start",
-                };
-                session
-                    .analyzer
-                    .env_bypass(key, bypass, SystemTime::now(), &mut session.out);
-            }
-        }
+        session.env_at_start(key, &loaded);
+        session.adopt_listeners(key);
     }
     session.drain()?;
     release_startup_memory();
@@ -1149,10 +1267,10 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                 ticks += 1;
                 let now = session.all_drops();
                 let targets = session.analyzer.processes().len();
-                session.metrics.tick(targets, &now, session.totals.decode_errors);
+                session.metrics.tick(targets, &now, session.tally.totals.decode_errors);
                 if now != reported_drops {
                     let mut status = Status::new(StatusKind::Drops, None, "events were dropped");
-                    status.totals = Some(Totals { drops: now.clone(), ..session.totals.clone() });
+                    status.totals = Some(Totals { drops: now.clone(), ..session.tally.totals.clone() });
                     session.emit(Record::Status(status))?;
                     reported_drops = now;
                 }
@@ -1160,11 +1278,12 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                     let request = session.sweep_request();
                     let _ = session.procfs_tx.send(request);
                 }
-                session.analyzer.tick(SystemTime::now(), &mut session.out);
+                session.step(Input::Tick(SystemTime::now().into()));
                 if ticks.is_multiple_of(60) {
-                    session.analyzer.flush(&mut session.out);
+                    session.step(Input::Flush);
                 }
                 session.drain()?;
+                session.record_tick()?;
                 session.sink.flush()?;
             }
         }
@@ -1211,7 +1330,32 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     let drops: u64 = session.all_drops().values().sum();
     session
         .sink
-        .summary(&session.summary, session.summary_more, drops)?;
+        .summary(&session.tally.summary, session.tally.summary_more, drops)?;
+    if let Some(mut recorder) = session.recorder.take() {
+        let status = match recorder.finish() {
+            Ok(()) => {
+                let (written, dropped) = recorder.counts();
+                let mut message = format!(
+                    "{} inputs in {} ({} bytes)",
+                    written - dropped,
+                    recorder.path().display(),
+                    recorder.file_len()
+                );
+                if dropped > 0 {
+                    message.push_str(&format!(
+                        "; the oldest {dropped} were dropped (--record-max-size)"
+                    ));
+                }
+                Status::new(StatusKind::Recording, Some("--record".into()), message)
+            }
+            Err(err) => Status::new(
+                StatusKind::Warning,
+                Some("--record".into()),
+                format!("finishing {} failed: {err}", recorder.path().display()),
+            ),
+        };
+        session.sink.emit(&Record::Status(status))?;
+    }
     let mut status = Status::new(StatusKind::Shutdown, None, message);
     status.totals = Some(session.stats());
     session.sink.emit(&Record::Status(status))?;

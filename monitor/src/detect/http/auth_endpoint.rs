@@ -63,7 +63,7 @@ pub fn builtin_reason(path: &str) -> Option<String> {
 
 /// Why the request goes to an authentication endpoint, from what the request line and `Host`
 /// say for certain: built-in paths, configured paths, configured hosts.
-pub(super) fn reason(request: &HttpRequest, cfg: &DetectConfig) -> Option<String> {
+pub fn reason(request: &HttpRequest, cfg: &DetectConfig) -> Option<String> {
     if let Some(reason) = builtin_reason(&request.path) {
         return Some(reason);
     }
