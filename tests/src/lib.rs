@@ -747,9 +747,68 @@ impl Run {
         );
     }
 
+    /// The ids of a process's findings, sorted.
+    pub fn ids(&self, pid: u32) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .findings_of(pid)
+            .iter()
+            .map(|f| f["id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// A process's finding with this id (the test fails, showing the run, without one).
+    pub fn finding(&self, pid: u32, id: &str) -> &Value {
+        self.findings_of(pid)
+            .into_iter()
+            .find(|f| f["id"] == id)
+            .unwrap_or_else(|| panic!("no {id} for pid {pid}:\n{}", self.dump()))
+    }
+
     pub fn dump(&self) -> String {
         self.raw.clone()
     }
+}
+
+/// The client exited 0 (else the test fails with its output).
+pub fn ok(c: &Client, what: &str) {
+    assert!(
+        c.output.status.success(),
+        "{what} failed: {}\n{}",
+        c.stdout(),
+        String::from_utf8_lossy(&c.output.stderr)
+    );
+}
+
+/// `go build` of the module in `dir` into `out`, offline (the Debian golang-go toolchain and
+/// the standard library only; `strip`: `-s -w`, as release builds are). A failure fails the test.
+pub fn go_build_dir(dir: &Path, strip: bool, out: &Path) {
+    let mut cmd = Command::new("go");
+    cmd.arg("build").arg("-o").arg(out);
+    if strip {
+        cmd.args(["-ldflags", "-s -w"]);
+    }
+    let cache = std::env::temp_dir().join("em-go-cache");
+    let output = cmd
+        .arg(".")
+        .current_dir(dir)
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOTOOLCHAIN", "local")
+        .env("CGO_ENABLED", "0")
+        .env("GOCACHE", &cache)
+        .env("GOPATH", cache.join("gopath"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("running `go build` (the golang-go package; `cargo xtask setup` installs it)");
+    assert!(
+        output.status.success(),
+        "go build in {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// A finished client run.

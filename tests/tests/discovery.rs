@@ -9,8 +9,8 @@ use std::{
 };
 
 use egress_monitor_tests::{
-    clients_dir, monitor_bin, pki::Pki, run_client, secret, serial, Client, Monitor, Run, Upstream,
-    Waiting,
+    clients_dir, go_build_dir, monitor_bin, ok, pki::Pki, run_client, secret, serial, Monitor, Run,
+    Upstream, Waiting,
 };
 use serde_json::Value;
 
@@ -28,15 +28,6 @@ fn scratch(tag: &str) -> PathBuf {
 fn write(path: &Path, content: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, content).unwrap();
-}
-
-fn ok(c: &Client, what: &str) {
-    assert!(
-        c.output.status.success(),
-        "{what} failed: {}\n{}",
-        c.stdout(),
-        String::from_utf8_lossy(&c.output.stderr)
-    );
 }
 
 fn lines_of(run: &Run, pid: u32) -> Vec<&Value> {
@@ -324,31 +315,7 @@ fn go_build(dir: &Path, mcp: bool, strip: bool, out: &Path) {
         );
     }
     write(&dir.join("go.mod"), &gomod);
-    let mut cmd = Command::new("go");
-    cmd.arg("build").arg("-o").arg(out);
-    if strip {
-        cmd.args(["-ldflags", "-s -w"]);
-    }
-    let cache = std::env::temp_dir().join("em-go-cache");
-    let output = cmd
-        .arg(".")
-        .current_dir(dir)
-        .env("GOPROXY", "off")
-        .env("GOFLAGS", "-mod=mod")
-        .env("GOTOOLCHAIN", "local")
-        .env("CGO_ENABLED", "0")
-        .env("GOCACHE", &cache)
-        .env("GOPATH", cache.join("gopath"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("running `go build` (the golang-go package; `cargo xtask setup` installs it)");
-    assert!(
-        output.status.success(),
-        "go build in {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    go_build_dir(dir, strip, out);
 }
 
 #[test]

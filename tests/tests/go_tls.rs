@@ -10,12 +10,13 @@
 //! monitor says its probes are attached: a Go process is covered from then on.
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    process::{Command, Output},
     time::Duration,
 };
 
-use egress_monitor_tests::{pki::Pki, secret, serial, Monitor, Run, Upstream, Waiting};
-use serde_json::Value;
+use egress_monitor_tests::{
+    go_build_dir, pki::Pki, secret, serial, Monitor, Run, Upstream, Waiting,
+};
 
 const SELF_SIGNED: u16 = 8443;
 const CA_SIGNED: u16 = 9443;
@@ -107,31 +108,7 @@ fn go_build_source(dir: &Path, source: &str, strip: bool, out: &Path) {
     std::fs::write(dir.join("main.go"), source).unwrap();
     std::fs::write(dir.join("go.mod"), "module example.com/client\n\ngo 1.18\n").unwrap();
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-    let mut cmd = Command::new("go");
-    cmd.arg("build").arg("-o").arg(out);
-    if strip {
-        cmd.args(["-ldflags", "-s -w"]);
-    }
-    let cache = std::env::temp_dir().join("em-go-cache");
-    let output = cmd
-        .arg(".")
-        .current_dir(dir)
-        .env("GOPROXY", "off")
-        .env("GOFLAGS", "-mod=mod")
-        .env("GOTOOLCHAIN", "local")
-        .env("CGO_ENABLED", "0")
-        .env("GOCACHE", &cache)
-        .env("GOPATH", cache.join("gopath"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("running `go build` (the golang-go package; `cargo xtask setup` installs it)");
-    assert!(
-        output.status.success(),
-        "go build in {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    go_build_dir(dir, strip, out);
 }
 
 /// Build the client into `out`.
@@ -221,33 +198,16 @@ fn client(
     }
 }
 
-fn ids(run: &Run, pid: u32) -> Vec<String> {
-    let mut ids: Vec<String> = run
-        .findings_of(pid)
-        .iter()
-        .map(|f| f["id"].as_str().unwrap().to_string())
-        .collect();
-    ids.sort();
-    ids
-}
-
-fn finding<'a>(run: &'a Run, pid: u32, id: &str) -> &'a Value {
-    run.findings_of(pid)
-        .into_iter()
-        .find(|f| f["id"] == id)
-        .unwrap_or_else(|| panic!("no {id} for pid {pid}:\n{}", run.dump()))
-}
-
 /// The bypass findings, with the evidence shapes OpenSSL clients get.
 fn assert_bypass(run: &Run, s: &Setup, pid: u32, what: &str) {
     assert_eq!(
-        ids(run, pid),
+        run.ids(pid),
         vec!["TLS_INVALID_CERT_ACCEPTED", "TLS_VERIFY_DISABLED"],
         "{what}:\n{}",
         run.dump()
     );
     for id in ["TLS_VERIFY_DISABLED", "TLS_INVALID_CERT_ACCEPTED"] {
-        let f = finding(run, pid, id);
+        let f = run.finding(pid, id);
         assert_eq!(f["severity"], "HIGH", "{what}: {f}");
         assert_eq!(f["destination"]["ip"], s.up.v4, "{what}: {f}");
         assert_eq!(f["destination"]["port"], SELF_SIGNED, "{what}: {f}");
@@ -275,7 +235,7 @@ fn assert_bypass(run: &Run, s: &Setup, pid: u32, what: &str) {
             "{what}: {f}"
         );
     }
-    let f = finding(run, pid, "TLS_VERIFY_DISABLED");
+    let f = run.finding(pid, "TLS_VERIFY_DISABLED");
     assert!(
         f["evidence"]["reason"]
             .as_str()
@@ -283,7 +243,7 @@ fn assert_bypass(run: &Run, s: &Setup, pid: u32, what: &str) {
             .contains("InsecureSkipVerify"),
         "{what}: {f}"
     );
-    let f = finding(run, pid, "TLS_INVALID_CERT_ACCEPTED");
+    let f = run.finding(pid, "TLS_INVALID_CERT_ACCEPTED");
     assert_eq!(
         f["evidence"]["accepted_because"], "verification was off",
         "{what}: {f}"
@@ -307,7 +267,7 @@ fn assert_bypass(run: &Run, s: &Setup, pid: u32, what: &str) {
 /// A verified session: a `tls_handshake` event saying so, and nothing to report.
 fn assert_verified(run: &Run, pid: u32, what: &str) {
     assert_eq!(
-        ids(run, pid),
+        run.ids(pid),
         Vec::<String>::new(),
         "{what} must produce no finding:\n{}",
         run.dump()
@@ -403,7 +363,7 @@ fn go_clients_skipping_verification_and_their_verifying_twins() {
     assert_verified(&run, rootcas.pid, "tls.Config.RootCAs");
     assert_verified(&run, system.pid, "SSL_CERT_FILE");
     assert_eq!(
-        ids(&run, refused.pid),
+        run.ids(refused.pid),
         Vec::<String>::new(),
         "a refused handshake accepted nothing:\n{}",
         run.dump()

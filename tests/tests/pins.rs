@@ -10,8 +10,7 @@ use std::{
 };
 
 use egress_monitor_tests::{
-    monitor_bin, pki::Pair, pki::Pki, python, run_client, serial, sh, Client, Monitor, Run,
-    Upstream,
+    monitor_bin, ok, pki::Pair, pki::Pki, python, run_client, serial, sh, Client, Monitor, Upstream,
 };
 use serde_json::Value;
 
@@ -133,32 +132,6 @@ fn curl(up: &Upstream, name: &str, port: u16, extra: &[&str]) -> Client {
     )
 }
 
-fn ok(c: &Client, what: &str) {
-    assert!(
-        c.output.status.success(),
-        "{what} failed: {}\n{}",
-        c.stdout(),
-        String::from_utf8_lossy(&c.output.stderr)
-    );
-}
-
-fn ids(run: &Run, pid: u32) -> Vec<String> {
-    let mut ids: Vec<String> = run
-        .findings_of(pid)
-        .iter()
-        .map(|f| f["id"].as_str().unwrap().to_string())
-        .collect();
-    ids.sort();
-    ids
-}
-
-fn finding<'a>(run: &'a Run, pid: u32, id: &str) -> &'a Value {
-    run.findings_of(pid)
-        .into_iter()
-        .find(|f| f["id"] == id)
-        .unwrap_or_else(|| panic!("no {id} for pid {pid}:\n{}", run.dump()))
-}
-
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .unwrap_or_else(|| panic!("not an array: {v}"))
@@ -270,9 +243,9 @@ spki = ["{other1}", "{pin}"]
     // A pinned host presenting another key: HIGH, whether the client verified or not, and
     // the evidence has both sets (the server sent only its leaf: the anchor completes it).
     for c in [&mismatch, &mismatch_py] {
-        assert_eq!(ids(&run, c.pid), ["TLS_PIN_MISMATCH"], "{}", run.dump());
+        assert_eq!(run.ids(c.pid), ["TLS_PIN_MISMATCH"], "{}", run.dump());
     }
-    let f = finding(&run, mismatch.pid, "TLS_PIN_MISMATCH");
+    let f = run.finding(mismatch.pid, "TLS_PIN_MISMATCH");
     assert_eq!(f["severity"], "HIGH");
     assert_eq!(f["destination"]["hostname"], "mismatch.pins.test", "{f}");
     assert_eq!(f["destination"]["port"], PORT);
@@ -298,7 +271,7 @@ spki = ["{other1}", "{pin}"]
             .contains("1 certificate"),
         "{e}"
     );
-    let insecure = ids(&run, mismatch_insecure.pid);
+    let insecure = run.ids(mismatch_insecure.pid);
     assert!(
         insecure.contains(&"TLS_PIN_MISMATCH".to_string()),
         "{insecure:?}"
@@ -310,24 +283,24 @@ spki = ["{other1}", "{pin}"]
 
     // The right key among two pins: nothing, from either client.
     for c in [&matched, &matched_py, &high_value_pinned, &anchor] {
-        assert_eq!(ids(&run, c.pid), Vec::<String>::new(), "{}", run.dump());
+        assert_eq!(run.ids(c.pid), Vec::<String>::new(), "{}", run.dump());
         assert!(!run.handshakes_of(c.pid).is_empty(), "{}", run.dump());
     }
 
     // One pin: INFO, once per host and run (the second process to the host gets none).
-    let f = finding(&run, single.pid, "TLS_SINGLE_PIN");
+    let f = run.finding(single.pid, "TLS_SINGLE_PIN");
     assert_eq!(f["severity"], "INFO");
     assert_eq!(f["evidence"]["pinned_host"], "single.pins.test");
     assert_eq!(
         strings(&f["evidence"]["expected_pins"]),
         std::slice::from_ref(&pin)
     );
-    assert_eq!(ids(&run, single.pid), ["TLS_SINGLE_PIN"]);
-    assert_eq!(ids(&run, single_again.pid), Vec::<String>::new());
+    assert_eq!(run.ids(single.pid), ["TLS_SINGLE_PIN"]);
+    assert_eq!(run.ids(single_again.pid), Vec::<String>::new());
     assert_eq!(run.findings("TLS_SINGLE_PIN").len(), 1, "{}", run.dump());
 
     // High-value without pins: MEDIUM, with the observed pin and a snippet that --config takes.
-    let f = finding(&run, high_value.pid, "TLS_UNPINNED_HIGH_VALUE");
+    let f = run.finding(high_value.pid, "TLS_UNPINNED_HIGH_VALUE");
     assert_eq!(f["severity"], "MEDIUM");
     let e = &f["evidence"];
     assert_eq!(e["observed_pin"], pin.as_str(), "{e}");
@@ -345,7 +318,7 @@ spki = ["{other1}", "{pin}"]
         snippet.contains("host = \"hv.pins.test\"") && snippet.contains(&pin),
         "{snippet}"
     );
-    assert_eq!(ids(&run, high_value.pid), ["TLS_UNPINNED_HIGH_VALUE"]);
+    assert_eq!(run.ids(high_value.pid), ["TLS_UNPINNED_HIGH_VALUE"]);
 
     // `egress-monitor pins` on the run's JSON lines: a block per cleanly verified upstream,
     // with the key openssl computes, and a reminder of the backup key.
@@ -453,12 +426,12 @@ fn untrusted_internal_ca_names_the_ca_file_that_fixes_it() {
     let run = monitor.stop();
 
     assert_eq!(
-        ids(&run, verified.pid),
+        run.ids(verified.pid),
         Vec::<String>::new(),
         "{}",
         run.dump()
     );
-    let f = finding(&run, internal.pid, "TLS_UNTRUSTED_CA");
+    let f = run.finding(internal.pid, "TLS_UNTRUSTED_CA");
     assert_eq!(f["severity"], "MEDIUM");
     let e = &f["evidence"];
     assert_eq!(e["fix"]["ca_file"], ca.to_str().unwrap(), "{e}");
@@ -469,10 +442,10 @@ fn untrusted_internal_ca_names_the_ca_file_that_fixes_it() {
         [format!("seen.pins.test:{PORT}")],
         "{e}"
     );
-    assert_eq!(ids(&run, internal.pid), ["TLS_UNTRUSTED_CA"]);
+    assert_eq!(run.ids(internal.pid), ["TLS_UNTRUSTED_CA"]);
 
     // Its twin: a CA no config file holds. No fix to offer, and no other upstream uses it.
-    let f = finding(&run, unknown.pid, "TLS_UNTRUSTED_CA");
+    let f = run.finding(unknown.pid, "TLS_UNTRUSTED_CA");
     let e = &f["evidence"];
     assert!(e["fix"].is_null(), "{e}");
     assert_eq!(e["issuer"]["name"], "CN=pins test CA 2", "{e}");

@@ -5,22 +5,13 @@
 use std::process::Command;
 
 use egress_monitor_tests::{
-    node_module, pki::Pki, python, run_client, secret, serial, venv_python, Client, Monitor, Run,
+    node_module, ok, pki::Pki, python, run_client, secret, serial, venv_python, Monitor, Run,
     Upstream,
 };
 use serde_json::Value;
 
 const HTTP: u16 = 8080;
 const HTTPS: u16 = 8443;
-
-fn ok(c: &Client, what: &str) {
-    assert!(
-        c.output.status.success(),
-        "{what} failed: {}\n{}",
-        c.stdout(),
-        String::from_utf8_lossy(&c.output.stderr)
-    );
-}
 
 fn findings<'a>(run: &'a Run, pid: u32, id: &str) -> Vec<&'a Value> {
     run.findings_of(pid)

@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use egress_monitor_tests::{
-    monitor_bin, pki::Pki, run_client, serial, Client, Monitor, Options, Upstream,
+    monitor_bin, ok, pki::Pki, run_client, serial, Monitor, Options, Upstream,
 };
 use serde_json::Value;
 
@@ -64,15 +64,6 @@ fn effective_caps(pid: u32) -> u64 {
         .unwrap()
         .trim();
     u64::from_str_radix(hex, 16).unwrap()
-}
-
-fn ok(c: &Client, what: &str) {
-    assert!(
-        c.output.status.success(),
-        "{what} failed: {}\n{}",
-        c.stdout(),
-        String::from_utf8_lossy(&c.output.stderr)
-    );
 }
 
 fn ids(lines: &[Value], pid: u32) -> Vec<String> {

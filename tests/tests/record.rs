@@ -9,22 +9,13 @@ use std::{
 };
 
 use egress_monitor_tests::{
-    monitor_bin, pki::Pki, python, run_client, secret, serial, Client, Monitor, Upstream,
+    monitor_bin, ok, pki::Pki, python, run_client, secret, serial, Monitor, Upstream,
 };
 use serde_json::Value;
 
 const HTTP: u16 = 8080;
 const SELF_SIGNED: u16 = 8443;
 const CA_SIGNED: u16 = 9443;
-
-fn ok(c: &Client, what: &str) {
-    assert!(
-        c.output.status.success(),
-        "{what} failed: {}\n{}",
-        c.stdout(),
-        String::from_utf8_lossy(&c.output.stderr)
-    );
-}
 
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("em-record-{name}-{}", std::process::id()));

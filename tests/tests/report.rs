@@ -15,7 +15,7 @@ use std::{
 };
 
 use egress_monitor_tests::{
-    monitor_bin, pki::Pki, run_client, serial, Client, Monitor, Options, Run, Upstream,
+    monitor_bin, ok, pki::Pki, run_client, serial, Monitor, Options, Run, Upstream,
 };
 
 const HTTP: u16 = 8080;
@@ -32,15 +32,6 @@ fn scratch(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn ok(c: &Client, what: &str) {
-    assert!(
-        c.output.status.success(),
-        "{what} failed: {}\n{}",
-        c.stdout(),
-        String::from_utf8_lossy(&c.output.stderr)
-    );
 }
 
 fn report(args: &[&std::ffi::OsStr]) -> Output {

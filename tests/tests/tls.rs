@@ -6,7 +6,7 @@
 use std::process::Command;
 
 use egress_monitor_tests::{
-    node_module, pki::Pki, run_client, serial, venv_python, Client, Monitor, Run, Upstream,
+    node_module, ok, pki::Pki, run_client, serial, venv_python, Monitor, Run, Upstream,
 };
 use serde_json::Value;
 
@@ -34,32 +34,6 @@ fn monitor(s: &Setup, comm: &[&str]) -> Monitor {
     let mut args = vec!["--config", config.to_str().unwrap(), "--comm"];
     args.extend_from_slice(comm);
     Monitor::start(&args)
-}
-
-fn ok(c: &Client, what: &str) {
-    assert!(
-        c.output.status.success(),
-        "{what} failed: {}\n{}",
-        c.stdout(),
-        String::from_utf8_lossy(&c.output.stderr)
-    );
-}
-
-fn ids(run: &Run, pid: u32) -> Vec<String> {
-    let mut ids: Vec<String> = run
-        .findings_of(pid)
-        .iter()
-        .map(|f| f["id"].as_str().unwrap().to_string())
-        .collect();
-    ids.sort();
-    ids
-}
-
-fn finding<'a>(run: &'a Run, pid: u32, id: &str) -> &'a Value {
-    run.findings_of(pid)
-        .into_iter()
-        .find(|f| f["id"] == id)
-        .unwrap_or_else(|| panic!("no {id} for pid {pid}:\n{}", run.dump()))
 }
 
 /// The finding's destination and the certificate evidence a responder needs.
@@ -98,7 +72,7 @@ fn assert_tls_evidence(f: &Value, ip: &str, port: u16, subject_cn: &str) {
 /// Exactly one verified handshake and nothing to report.
 fn assert_clean(run: &Run, pid: u32, what: &str) {
     assert_eq!(
-        ids(run, pid),
+        run.ids(pid),
         Vec::<String>::new(),
         "{what} must produce no finding:\n{}",
         run.dump()
@@ -171,23 +145,25 @@ fn python_ssl_module() {
     );
     let run = monitor.stop();
 
-    let f = finding(&run, unverified.pid, "TLS_VERIFY_DISABLED");
+    let f = run.finding(unverified.pid, "TLS_VERIFY_DISABLED");
     assert_tls_evidence(f, s.up.v4, SELF_SIGNED, "api.test");
     assert_eq!(f["evidence"]["verify_mode"], "none");
     assert_eq!(f["destination"]["hostname"], "api.test");
-    assert!(ids(&run, unverified.pid).contains(&"TLS_INVALID_CERT_ACCEPTED".to_string()));
+    assert!(run
+        .ids(unverified.pid)
+        .contains(&"TLS_INVALID_CERT_ACCEPTED".to_string()));
 
-    let f = finding(&run, unchecked.pid, "TLS_HOSTNAME_UNCHECKED");
+    let f = run.finding(unchecked.pid, "TLS_HOSTNAME_UNCHECKED");
     assert_tls_evidence(f, s.up.v4, CA_SIGNED, "api.test");
     assert_eq!(
-        ids(&run, unchecked.pid),
+        run.ids(unchecked.pid),
         vec!["TLS_HOSTNAME_UNCHECKED"],
         "{}",
         run.dump()
     );
 
     // Verified chain, wrong name, no hostname check: both the configuration and its effect.
-    let wrong = ids(&run, unchecked_wrong.pid);
+    let wrong = run.ids(unchecked_wrong.pid);
     assert!(
         wrong.contains(&"TLS_HOSTNAME_UNCHECKED".to_string()),
         "{wrong:?}"
@@ -196,7 +172,7 @@ fn python_ssl_module() {
         wrong.contains(&"TLS_HOSTNAME_MISMATCH_ACCEPTED".to_string()),
         "{wrong:?}"
     );
-    let f = finding(&run, unchecked_wrong.pid, "TLS_HOSTNAME_MISMATCH_ACCEPTED");
+    let f = run.finding(unchecked_wrong.pid, "TLS_HOSTNAME_MISMATCH_ACCEPTED");
     assert_tls_evidence(f, s.up.v4, WRONG_NAME, "other.test");
 
     assert_clean(
@@ -206,7 +182,7 @@ fn python_ssl_module() {
     );
     // Refused for the wrong name: nothing was accepted, and the CA is not the problem.
     assert_eq!(
-        ids(&run, refused_name.pid),
+        run.ids(refused_name.pid),
         Vec::<String>::new(),
         "{}",
         run.dump()
@@ -251,7 +227,7 @@ fn python_requests_and_httpx() {
     let httpx_ca = get("httpx", ca.to_str().unwrap(), CA_SIGNED);
     let run = monitor.stop();
     for c in [&requests_off, &httpx_off] {
-        let f = finding(&run, c.pid, "TLS_VERIFY_DISABLED");
+        let f = run.finding(c.pid, "TLS_VERIFY_DISABLED");
         assert_tls_evidence(f, s.up.v4, SELF_SIGNED, "api.test");
     }
     assert_clean(&run, requests_ca.pid, "requests with verify=CA");
@@ -291,7 +267,7 @@ fn python_asyncio_memory_bios() {
     let verified = run_mode("default", CA_SIGNED);
     let run = monitor.stop();
     // No SSL_set_fd with memory BIOs: the destination comes from the connect on the same thread.
-    let f = finding(&run, unverified.pid, "TLS_VERIFY_DISABLED");
+    let f = run.finding(unverified.pid, "TLS_VERIFY_DISABLED");
     assert_tls_evidence(f, s.up.v4, SELF_SIGNED, "api.test");
     assert_clean(&run, verified.pid, "asyncio with the default context");
 }
@@ -322,9 +298,9 @@ fn curl_insecure_untrusted_ca_and_verified() {
     ok(&verified, "curl --cacert");
     let run = monitor.stop();
 
-    let f = finding(&run, insecure.pid, "TLS_VERIFY_DISABLED");
+    let f = run.finding(insecure.pid, "TLS_VERIFY_DISABLED");
     assert_tls_evidence(f, s.up.v4, SELF_SIGNED, "api.test");
-    let f = finding(&run, untrusted.pid, "TLS_UNTRUSTED_CA");
+    let f = run.finding(untrusted.pid, "TLS_UNTRUSTED_CA");
     assert_eq!(f["severity"], "MEDIUM");
     assert_tls_evidence(f, s.up.v4, CA_SIGNED, "api.test");
     assert!(
@@ -335,7 +311,7 @@ fn curl_insecure_untrusted_ca_and_verified() {
             || f["evidence"]["openssl_verify_result"]["code"] == 20,
         "{f}"
     );
-    assert_eq!(ids(&run, untrusted.pid), vec!["TLS_UNTRUSTED_CA"]);
+    assert_eq!(run.ids(untrusted.pid), vec!["TLS_UNTRUSTED_CA"]);
     // curl checks host names itself: a verified session is clean, not "hostname unchecked".
     assert_clean(&run, verified.pid, "curl --cacert");
 }
@@ -420,7 +396,7 @@ fn node_bypasses_and_default() {
     );
     let run = monitor.stop();
 
-    let f = finding(&run, reject_off.pid, "TLS_INVALID_CERT_ACCEPTED");
+    let f = run.finding(reject_off.pid, "TLS_INVALID_CERT_ACCEPTED");
     assert_tls_evidence(f, ip, SELF_SIGNED, "api.test");
     assert_eq!(f["destination"]["hostname"], "api.test");
     assert!(
@@ -432,7 +408,7 @@ fn node_bypasses_and_default() {
     );
     // Node always runs OpenSSL with verify mode NONE: that alone is not a finding.
     assert_eq!(
-        ids(&run, reject_off.pid),
+        run.ids(reject_off.pid),
         vec!["TLS_INVALID_CERT_ACCEPTED"],
         "{}",
         run.dump()
@@ -442,13 +418,13 @@ fn node_bypasses_and_default() {
         (&env_start, "environment at start"),
         (&env_runtime, "set at run time"),
     ] {
-        let env = finding(&run, c.pid, "TLS_VERIFY_ENV_DISABLED");
+        let env = run.finding(c.pid, "TLS_VERIFY_ENV_DISABLED");
         assert_eq!(
             env["evidence"]["variable"], "NODE_TLS_REJECT_UNAUTHORIZED",
             "{env}"
         );
         assert_eq!(env["evidence"]["source"], source, "{env}");
-        let accepted = finding(&run, c.pid, "TLS_INVALID_CERT_ACCEPTED");
+        let accepted = run.finding(c.pid, "TLS_INVALID_CERT_ACCEPTED");
         assert_tls_evidence(accepted, ip, SELF_SIGNED, "api.test");
         assert_eq!(
             accepted["evidence"]["process_bypass"], "NODE_TLS_REJECT_UNAUTHORIZED=0",
@@ -456,17 +432,17 @@ fn node_bypasses_and_default() {
         );
     }
 
-    let f = finding(&run, identity_off.pid, "TLS_HOSTNAME_MISMATCH_ACCEPTED");
+    let f = run.finding(identity_off.pid, "TLS_HOSTNAME_MISMATCH_ACCEPTED");
     assert_tls_evidence(f, ip, WRONG_NAME, "other.test");
     assert_eq!(
-        ids(&run, identity_off.pid),
+        run.ids(identity_off.pid),
         vec!["TLS_HOSTNAME_MISMATCH_ACCEPTED"],
         "{}",
         run.dump()
     );
 
     assert_clean(&run, default_ok.pid, "Node's default with the CA installed");
-    let refused = ids(&run, default_refuses.pid);
+    let refused = run.ids(default_refuses.pid);
     assert!(
         !refused.contains(&"TLS_INVALID_CERT_ACCEPTED".to_string()),
         "{refused:?}"
@@ -503,7 +479,7 @@ console.log(res.status, (await res.text()).trim());
     ok(&verified, "fetch with the CA");
     assert_eq!(insecure.stdout().trim(), "200 ok");
     let run = monitor.stop();
-    let f = finding(&run, insecure.pid, "TLS_INVALID_CERT_ACCEPTED");
+    let f = run.finding(insecure.pid, "TLS_INVALID_CERT_ACCEPTED");
     assert_tls_evidence(f, ip, SELF_SIGNED, "api.test");
     assert_clean(&run, verified.pid, "fetch with the CA");
 }
