@@ -29,10 +29,10 @@ enum Command {
         #[arg(long, value_name = "REGEX")]
         mcp_pattern: Vec<String>,
     },
-    /// Turn a run's JSON lines into a report for a person: a self-contained HTML page or
-    /// Markdown. A malformed line stops it with an error naming the line.
+    /// Turn a run's JSON lines (or a recording) into a report for a person: a self-contained
+    /// HTML page or Markdown. A malformed line stops it with an error naming the line.
     Report {
-        /// JSON lines as `run` writes them (`-`: standard input).
+        /// JSON lines as `run` writes them, or a recording (`-`: standard input).
         #[arg(value_name = "FILE")]
         file: PathBuf,
         /// Write the report to OUT (created 0600, replaced whole) instead of standard output.

@@ -204,6 +204,7 @@ fn plain_http_mcp_endpoint_receiving_a_bearer_is_reported() {
         "plain HTTP has no HSTS to judge:\n{}",
         run.dump()
     );
+    assert!(ingress_attached(&run), "{}", run.dump());
 }
 
 #[test]
@@ -249,7 +250,21 @@ fn loopback_only_mcp_endpoint_is_not_reported() {
         "loopback-only listener reported:\n{}",
         run.dump()
     );
+    // Nor does the host pay for it: the receive hook is attached only for a listener beyond
+    // loopback.
+    assert!(
+        !ingress_attached(&run),
+        "receive hook attached for a loopback-only listener:\n{}",
+        run.dump()
+    );
     run.assert_no_secret(&token);
+}
+
+/// The receive hook (`cgroup_skb/ingress`) was attached during the run.
+fn ingress_attached(run: &Run) -> bool {
+    run.lines
+        .iter()
+        .any(|l| l["component"] == "cgroup:skb_ingress" && l["status"] == "attached")
 }
 
 #[test]

@@ -367,7 +367,7 @@ const REPLAY_INPUTS: u64 = 10_000_000;
 fn replay_throughput(root: &Path, bin: &Path, runs: usize) -> anyhow::Result<Measure> {
     let mut m = Measure::new(
         "replay_throughput",
-        "replay of a synthetic 10M-input recording",
+        "replay, synthetic 10M-input recording",
         "inputs/s",
         Better::Higher,
         1_000_000.0,

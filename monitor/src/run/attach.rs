@@ -21,6 +21,8 @@ pub enum Request {
     Release { pid: u32, start: u64 },
     /// This process serves TLS: read its responses (`probes::tls_server`).
     ServerWrites { pid: u32, start: u64 },
+    /// A target listens beyond loopback: attach the receive hook (`probes::server`), once.
+    ServerIngress,
 }
 
 pub enum Reply {
@@ -45,8 +47,16 @@ pub fn spawn(
                     statuses: vec![status],
                 });
             }
+            let mut ingress = false;
             for request in rx {
                 let reply = match request {
+                    Request::ServerIngress if ingress => continue,
+                    Request::ServerIngress => {
+                        ingress = true;
+                        Reply::Discovered {
+                            statuses: vec![crate::probes::server::attach_ingress(&mut ebpf)],
+                        }
+                    }
                     Request::Discover { pid, start } => {
                         let found = tls.discover(&mut ebpf, pid, start);
                         Reply::Discovered {

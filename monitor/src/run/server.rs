@@ -37,6 +37,8 @@ const ADOPTED: u64 = 1 << 63;
 pub(super) struct ListenerMarks {
     map: Option<SkStorage<MapData, ServerSock>>,
     sessions: Option<BpfHashMap<MapData, SslKey, u32>>,
+    /// The receive hook was asked for (a target listens beyond loopback).
+    ingress_requested: bool,
 }
 
 impl ListenerMarks {
@@ -48,6 +50,7 @@ impl ListenerMarks {
             sessions: ebpf
                 .take_map("SERVER_SSL")
                 .and_then(|m| BpfHashMap::try_from(m).ok()),
+            ingress_requested: false,
         }
     }
 }
@@ -79,9 +82,7 @@ impl Session {
     pub(super) fn server_event(&mut self, event: RawEvent, time: SystemTime) {
         let t = time.into();
         match event {
-            RawEvent::Listen(l) => {
-                self.step(Input::Listen(l, t));
-            }
+            RawEvent::Listen(l) => self.listening(l, time),
             RawEvent::Accept(a) => {
                 self.step(Input::Accept(a, t));
             }
@@ -125,6 +126,17 @@ impl Session {
                 pid: t.tgid,
                 start: t.start,
             });
+        }
+    }
+
+    /// A target's listener: into the analysis, and the receive hook attached if it listens
+    /// beyond loopback (loopback-only listeners are never reported, so they cost nothing).
+    fn listening(&mut self, l: Listen, time: SystemTime) {
+        let beyond_loopback = !l.addr.ip().to_canonical().is_loopback();
+        self.step(Input::Listen(l, time.into()));
+        if beyond_loopback && !self.listeners.ingress_requested {
+            self.listeners.ingress_requested = true;
+            let _ = self.probes_tx.send(attach::Request::ServerIngress);
         }
     }
 
@@ -202,7 +214,7 @@ impl Session {
                 sock: *id,
                 addr: *addr,
             };
-            self.step(Input::Listen(listen, now.into()));
+            self.listening(listen, now);
         }
         if !unmarked.is_empty() {
             let comm = self
