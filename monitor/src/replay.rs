@@ -30,6 +30,7 @@ pub struct Replayed {
 /// Emit what the analysis produced, counted and suppressed as `run` does (suppression expiry
 /// is judged at the time of the finding: the replay judges the past).
 fn emit(sink: &mut Sink, tally: &mut Tally, out: &mut Out) -> anyhow::Result<()> {
+    // A replay serves no metrics.
     let metrics = crate::metrics::Metrics::off();
     for record in out.records.drain(..) {
         let at = match &record {

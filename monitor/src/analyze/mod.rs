@@ -113,6 +113,11 @@ pub struct Observed {
     pub observation: Observation,
 }
 
+/// Policy: loopback destinations are local IPC, not egress, unless `--include-loopback`.
+fn ignored(ip: &IpAddr, include_loopback: bool) -> bool {
+    ip.is_loopback() && !include_loopback
+}
+
 /// The address that was really dialled: an IPv4-mapped IPv6 address is the IPv4 peer.
 pub fn canonical(ip: IpAddr) -> IpAddr {
     ip.to_canonical()
@@ -136,6 +141,20 @@ impl Out {
         self.actions.clear();
         self.secrets.clear();
         self.observed.clear();
+    }
+}
+
+#[cfg(test)]
+impl Out {
+    /// The findings among the records (for tests).
+    pub(crate) fn findings(&self) -> Vec<&Finding> {
+        self.records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Finding(f) => Some(f),
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -186,7 +205,7 @@ impl Analyzer {
     }
 
     fn ignored(&self, ip: &IpAddr) -> bool {
-        ip.is_loopback() && !self.settings.include_loopback
+        ignored(ip, self.settings.include_loopback)
     }
 
     /// Whether this process is installed (its events can be analysed).
@@ -523,7 +542,6 @@ impl Analyzer {
         let Some(state) = self.processes.get_mut(key) else {
             return;
         };
-        let info = state.info.clone();
         // A Go TLS session on it that never sent application data is concluded with it.
         let (include_loopback, config) = (self.settings.include_loopback, &self.tls);
         tls_step(
@@ -534,44 +552,25 @@ impl Analyzer {
             out,
             |s, _, p| s.tls.connection_closed(config, c.sock, p),
         );
-        let Some(mut conn) = state.conns.remove(c.sock) else {
+        let Some(conn) = state.conns.remove(c.sock) else {
             return;
         };
         self.processes.disown_socket(c.sock);
-        let verdict = close_stream(
-            &mut self.staged,
-            &mut self.streams,
-            &self.plaintext,
-            key,
+        let state = self.processes.get_mut(key).expect("looked up above");
+        end_connection(
+            Ends {
+                staged: &mut self.staged,
+                streams: &mut self.streams,
+                plaintext: &self.plaintext,
+                drops: &mut self.drops,
+                include_loopback: self.settings.include_loopback,
+            },
+            state,
             c.sock,
-            &mut conn,
+            conn,
+            time,
             out,
         );
-        match verdict {
-            Some(verdict) => {
-                conn.hostname = conn.hostname.clone().or(verdict.hostname.clone());
-                release(&mut conn, out);
-                // The connection is gone from the table: report against it directly.
-                let destination = conn.named_destination();
-                out.secrets.extend(verdict.secrets);
-                if self.ignored(&destination.ip) {
-                    return;
-                }
-                let state = self.processes.get_mut(key).expect("looked up above");
-                for (id, evidence) in verdict.findings {
-                    let finding = Finding {
-                        time,
-                        id,
-                        process: info.clone(),
-                        destination: Some(destination.clone()),
-                        evidence,
-                        count: 1,
-                    };
-                    report(state, &mut self.drops, finding, out);
-                }
-            }
-            None => release(&mut conn, out),
-        }
     }
 
     /// An OpenSSL call. `library`: path and kind of the library the probe sits in.
@@ -688,40 +687,23 @@ impl Analyzer {
             .collect();
         conns.sort_by_key(|(_, t)| *t);
         for (id, _) in conns {
-            let Some(mut conn) = state.conns.remove(id) else {
+            let Some(conn) = state.conns.remove(id) else {
                 continue;
             };
-            let verdict = close_stream(
-                &mut self.staged,
-                &mut self.streams,
-                &self.plaintext,
-                state.key,
+            end_connection(
+                Ends {
+                    staged: &mut self.staged,
+                    streams: &mut self.streams,
+                    plaintext: &self.plaintext,
+                    drops: &mut self.drops,
+                    include_loopback,
+                },
+                &mut state,
                 id,
-                &mut conn,
+                conn,
+                time,
                 out,
             );
-            let Some(verdict) = verdict else {
-                release(&mut conn, out);
-                continue;
-            };
-            conn.hostname = conn.hostname.clone().or(verdict.hostname.clone());
-            release(&mut conn, out);
-            out.secrets.extend(verdict.secrets);
-            let destination = conn.named_destination();
-            if self.ignored(&destination.ip) {
-                continue;
-            }
-            for (id, evidence) in verdict.findings {
-                let finding = Finding {
-                    time,
-                    id,
-                    process: state.info.clone(),
-                    destination: Some(destination.clone()),
-                    evidence,
-                    count: 1,
-                };
-                report(&mut state, &mut self.drops, finding, out);
-            }
         }
         for f in state.dedup.flush() {
             out.records.push(Record::Finding(f));
@@ -828,31 +810,66 @@ impl Analyzer {
     }
 }
 
-/// A connection's stream ends undecided: the best verdict from what was seen (live), or what
-/// the recording said it was (replay). Live decisions are handed to `out.observed`.
-fn close_stream(
-    staged: &mut HashMap<(ProcessKey, SockId), Observation>,
-    streams: &mut usize,
-    plaintext: &plaintext::Plaintext,
-    key: ProcessKey,
+/// What ending a connection touches besides its process.
+struct Ends<'a> {
+    staged: &'a mut HashMap<(ProcessKey, SockId), Observation>,
+    streams: &'a mut usize,
+    plaintext: &'a plaintext::Plaintext,
+    drops: &'a mut Drops,
+    include_loopback: bool,
+}
+
+/// A connection of `state`'s process ends (closed, or the process did). A stream still
+/// undecided gets the best verdict from what was seen (live; handed to `out.observed` for a
+/// recording) or the one the recording gives (replay). The name it learnt goes onto the held
+/// connect event, which goes out; then its findings and secrets.
+fn end_connection(
+    e: Ends,
+    state: &mut ProcessState,
     id: SockId,
-    conn: &mut Conn,
+    mut conn: Conn,
+    time: SystemTime,
     out: &mut Out,
-) -> Option<plaintext::Verdict> {
+) {
     let stream = conn.stream.take();
-    *streams -= stream.is_some() as usize;
-    if let Some(observation) = staged.remove(&(key, id)) {
-        return Some(plaintext.verdict(&observation));
+    *e.streams -= stream.is_some() as usize;
+    let verdict = match e.staged.remove(&(state.key, id)) {
+        Some(observation) => Some(e.plaintext.verdict(&observation)),
+        None => stream.and_then(|stream| {
+            let observation = e.plaintext.finish(stream)?;
+            let verdict = e.plaintext.verdict(&observation);
+            out.observed.push(Observed {
+                writer: state.key,
+                sock: id,
+                at_close: true,
+                observation,
+            });
+            Some(verdict)
+        }),
+    };
+    let Some(verdict) = verdict else {
+        release(&mut conn, out);
+        return;
+    };
+    conn.hostname = conn.hostname.clone().or(verdict.hostname.clone());
+    release(&mut conn, out);
+    out.secrets.extend(verdict.secrets);
+    // The connection is gone from the table: report against it directly.
+    let destination = conn.named_destination();
+    if ignored(&destination.ip, e.include_loopback) {
+        return;
     }
-    let observation = plaintext.finish(stream?)?;
-    let verdict = plaintext.verdict(&observation);
-    out.observed.push(Observed {
-        writer: key,
-        sock: id,
-        at_close: true,
-        observation,
-    });
-    Some(verdict)
+    for (id, evidence) in verdict.findings {
+        let finding = Finding {
+            time,
+            id,
+            process: state.info.clone(),
+            destination: Some(destination.clone()),
+            evidence,
+            count: 1,
+        };
+        report(state, e.drops, finding, out);
+    }
 }
 
 /// One step of a process's TLS tracker, whose output then becomes records and actions. The
@@ -881,10 +898,8 @@ fn drain_tls(
     time: SystemTime,
     out: &mut Out,
 ) {
-    let ignored = |d: &Option<Destination>| {
-        d.as_ref()
-            .is_some_and(|d| d.ip.is_loopback() && !include_loopback)
-    };
+    let ignored =
+        |d: &Option<Destination>| d.as_ref().is_some_and(|d| ignored(&d.ip, include_loopback));
     for item in pending.drain(..) {
         match item {
             tls::TlsOutput::Settle { ssl } => out.actions.push(Action::SettleTls {
@@ -983,16 +998,6 @@ mod tests {
             .iter()
             .filter_map(|r| match r {
                 Record::Event(e) => Some(e),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn findings(out: &Out) -> Vec<&Finding> {
-        out.records
-            .iter()
-            .filter_map(|r| match r {
-                Record::Finding(f) => Some(f),
                 _ => None,
             })
             .collect()
@@ -1193,7 +1198,7 @@ mod tests {
         p.data = b"GET /v1 HTTP/1.1\r\nHost: api.test\r\nAuthorization: Bearer tok-0123456789abcdef\r\n\r\n".to_vec();
         p.len = p.data.len() as u32;
         a.payload(&p, T0, &mut out);
-        let f = findings(&out);
+        let f = out.findings();
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].id, FindingId::PlaintextCredentials);
         assert_eq!(
@@ -1218,7 +1223,7 @@ mod tests {
             source: "environment at start",
         };
         a.env_bypass(old, bypass(), T0, &mut out);
-        assert_eq!(findings(&out).len(), 1);
+        assert_eq!(out.findings().len(), 1);
         a.set_app_checks_names(old, true);
         // The old process's exit was never seen; a new process gets pid 42.
         let new = ProcessKey::new(42, 2000);
@@ -1232,17 +1237,17 @@ mod tests {
         );
         // Events of the old process that were still in flight do not touch the new one.
         a.env_bypass(old, bypass(), T0, &mut out);
-        assert!(findings(&out).is_empty());
+        assert!(out.findings().is_empty());
         let state = a.processes().get(new).unwrap();
         assert!(state.tls.env.is_none() && !state.tls.app_checks_names);
         let mut out = Out::default();
         a.env_bypass(new, bypass(), T0, &mut out);
         assert_eq!(
-            findings(&out).len(),
+            out.findings().len(),
             1,
             "a first finding for the new process, not a repeat of the old one's"
         );
-        assert_eq!(findings(&out)[0].count, 1);
+        assert_eq!(out.findings()[0].count, 1);
     }
 
     fn tls(tgid: u32, call: TlsCall, ssl: u64, ptr2: u64, value: i64, text: &str) -> Tls {
@@ -1300,7 +1305,7 @@ mod tests {
             };
             a.tls_record(&r, T0, &mut out);
         }
-        let ids: Vec<FindingId> = findings(&out).iter().map(|f| f.id).collect();
+        let ids: Vec<FindingId> = out.findings().iter().map(|f| f.id).collect();
         assert!(
             !ids.contains(&FindingId::TlsHostnameUnchecked),
             "process A set its host name: {ids:?}"

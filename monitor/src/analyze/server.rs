@@ -445,7 +445,6 @@ mod tests {
     use super::*;
     use crate::{
         detect::{redact::Fingerprinter, x509::TrustStore, DetectConfig},
-        output::Record,
         process::ProcessInfo,
     };
 
@@ -508,16 +507,6 @@ mod tests {
         }
     }
 
-    fn findings(out: &Out) -> Vec<&Finding> {
-        out.records
-            .iter()
-            .filter_map(|r| match r {
-                Record::Finding(f) => Some(f),
-                _ => None,
-            })
-            .collect()
-    }
-
     const TOKEN: &str = "mcp-token-8b7a6c5d4e3f2a19";
 
     fn initialize() -> Vec<u8> {
@@ -548,7 +537,7 @@ mod tests {
     #[test]
     fn bearer_on_a_network_listener_is_reported_redacted() {
         let out = serve("0.0.0.0:3000", "10.203.0.1:3000", false);
-        let f = findings(&out);
+        let f = out.findings();
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].id, FindingId::McpEndpointPlaintext);
         let e = &f[0].evidence;
@@ -569,12 +558,20 @@ mod tests {
 
     #[test]
     fn loopback_listeners_are_never_reported() {
-        assert!(findings(&serve("127.0.0.1:3000", "127.0.0.1:3000", true)).is_empty());
-        assert!(findings(&serve("[::1]:3000", "[::1]:3000", true)).is_empty());
+        assert!(serve("127.0.0.1:3000", "127.0.0.1:3000", true)
+            .findings()
+            .is_empty());
+        assert!(serve("[::1]:3000", "[::1]:3000", true)
+            .findings()
+            .is_empty());
         // A listener on all addresses, reached over loopback: only with --include-loopback.
-        assert!(findings(&serve("0.0.0.0:3000", "127.0.0.1:3000", false)).is_empty());
+        assert!(serve("0.0.0.0:3000", "127.0.0.1:3000", false)
+            .findings()
+            .is_empty());
         assert_eq!(
-            findings(&serve("0.0.0.0:3000", "127.0.0.1:3000", true)).len(),
+            serve("0.0.0.0:3000", "127.0.0.1:3000", true)
+                .findings()
+                .len(),
             1
         );
     }
@@ -589,7 +586,7 @@ mod tests {
             let served = a.server_payload(&payload(key, request)).unwrap();
             let mut out = Out::default();
             a.served(&served, T0, &mut out);
-            assert_eq!(findings(&out).len(), mcp as usize, "mcp process: {mcp}");
+            assert_eq!(out.findings().len(), mcp as usize, "mcp process: {mcp}");
         }
     }
 
@@ -639,18 +636,18 @@ mod tests {
         let served = a.server_payload(&payload(key, &hello)).unwrap();
         let mut out = Out::default();
         a.served(&served, T0, &mut out);
-        assert!(findings(&out).is_empty());
+        assert!(out.findings().is_empty());
         a.response(&response(key, None), T0, &mut out);
         a.response(&response(key, Some("max-age=300")), T0, &mut out);
         a.response(&response(key, Some("max-age=31536000")), T0, &mut out);
-        let f = findings(&out);
+        let f = out.findings();
         assert_eq!(f.len(), 1, "one finding per destination, counted");
         assert_eq!(f[0].id, FindingId::HstsMissing);
         assert_eq!(f[0].evidence["header"], Value::Null);
         assert_eq!(f[0].evidence["local"], "10.203.0.1:8443");
         assert_eq!(f[0].destination.as_ref().unwrap().port, 8443);
         a.flush(&mut out);
-        assert_eq!(findings(&out).last().unwrap().count, 2);
+        assert_eq!(out.findings().last().unwrap().count, 2);
     }
 
     #[test]
@@ -659,7 +656,7 @@ mod tests {
         listen(&mut a, key, "127.0.0.1:8443");
         let mut out = Out::default();
         a.response(&response(key, None), T0, &mut out);
-        assert!(findings(&out).is_empty());
+        assert!(out.findings().is_empty());
     }
 
     #[test]
@@ -678,7 +675,7 @@ mod tests {
         let served = a.server_payload(&payload(key, &initialize())).unwrap();
         let mut out = Out::default();
         b.served(&served, T0, &mut out);
-        assert_eq!(findings(&out).len(), 1);
+        assert_eq!(out.findings().len(), 1);
     }
 
     #[test]

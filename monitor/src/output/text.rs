@@ -145,13 +145,12 @@ pub fn write(out: &mut Vec<u8>, record: &Record) -> io::Result<()> {
                 f.process.pid,
                 pod(&f.process)
             );
-            let sev = serde_json::to_value(f.id.severity()).map_err(io::Error::other)?;
             write!(
                 out,
                 "{}  {:<8} {:<10} {:<28} {}",
                 Timestamp(f.time),
                 "FINDING",
-                sev.as_str().unwrap_or_default(),
+                f.id.severity().as_str(),
                 who,
                 f.id.as_str()
             )?;
@@ -239,13 +238,7 @@ pub fn write_summary(
     }
     let severities: Vec<String> = by_severity
         .iter()
-        .map(|(s, n)| {
-            let name = serde_json::to_value(s)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default();
-            format!("{n} {name}")
-        })
+        .map(|(s, n)| format!("{n} {}", s.as_str()))
         .collect();
     let processes: std::collections::BTreeSet<u32> = rows.keys().map(|k| k.pid).collect();
     writeln!(out)?;
@@ -275,14 +268,10 @@ pub fn write_summary(
         "severity", "finding", "process", "destination"
     )?;
     for (k, n) in rows {
-        let severity = serde_json::to_value(k.severity)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default();
         writeln!(
             out,
             "  {:<8}  {:<width_id$}  {:<width_who$}  {:<width_dest$}  {n}",
-            severity,
+            k.severity.as_str(),
             k.id,
             who(k),
             clean(&k.destination)

@@ -4,19 +4,12 @@
 //!
 //! Read from `/proc/PID/fd` (socket inodes) and the process's own network namespace tables
 //! (`/proc/PID/net/{tcp,tcp6}`, state `0A`), with the same bounds as [`super::sockets`].
-use std::{
-    collections::HashMap,
-    fs,
-    io::{BufRead, BufReader, Read},
-    net::SocketAddr,
+use std::{collections::HashMap, io::BufRead, net::SocketAddr};
+
+use super::{
+    sockets::{rows, socket_inodes, table},
+    ProcFs,
 };
-
-use super::{sockets::parse_address, ProcFs};
-
-/// Descriptors looked at per process.
-const MAX_FDS: usize = 65_536;
-/// Bytes of each /proc/PID/net table read.
-const TABLE_BUDGET: u64 = 16 << 20;
 
 /// A listening TCP socket found open.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,56 +22,25 @@ pub struct OpenListener {
 
 /// Listening sockets of one `/proc/net/tcp*` table: inode -> local address.
 pub fn parse_listeners(text: impl BufRead) -> HashMap<u64, SocketAddr> {
-    const LISTEN: &str = "0A";
-    let mut out = HashMap::new();
-    for line in text.lines().skip(1).map_while(Result::ok) {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (Some(local), Some(state), Some(inode)) = (fields.get(1), fields.get(3), fields.get(9))
-        else {
-            continue;
-        };
-        let (Some(local), Ok(inode)) = (parse_address(local), inode.parse::<u64>()) else {
-            continue;
-        };
-        if *state == LISTEN && inode != 0 {
-            out.insert(inode, local);
-        }
-    }
-    out
+    rows(text)
+        .filter(|r| r.listening)
+        .map(|r| (r.inode, r.local))
+        .collect()
 }
 
 /// The TCP listeners `pid` has open now, by descriptor (one per socket: the lowest descriptor).
 pub fn open_listeners(procfs: &ProcFs, pid: u32) -> Vec<OpenListener> {
-    let Ok(dir) = fs::read_dir(procfs.path(pid, "fd")) else {
-        return Vec::new();
-    };
-    let mut inodes: Vec<(u32, u64)> = Vec::new();
-    for entry in dir.flatten().take(MAX_FDS) {
-        let Ok(fd) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(target) = fs::read_link(entry.path()) else {
-            continue;
-        };
-        if let Some(inode) = target
-            .to_string_lossy()
-            .strip_prefix("socket:[")
-            .and_then(|t| t.strip_suffix(']'))
-            .and_then(|t| t.parse().ok())
-        {
-            inodes.push((fd, inode));
-        }
-    }
+    let mut inodes = socket_inodes(procfs, pid);
     if inodes.is_empty() {
         return Vec::new();
     }
     inodes.sort_unstable();
     let mut found: Vec<OpenListener> = Vec::new();
-    for table in ["tcp", "tcp6"] {
-        let Ok(file) = fs::File::open(procfs.path(pid, &format!("net/{table}"))) else {
+    for name in ["tcp", "tcp6"] {
+        let Some(text) = table(procfs, pid, name) else {
             continue;
         };
-        let listeners = parse_listeners(BufReader::new(file.take(TABLE_BUDGET)));
+        let listeners = parse_listeners(text);
         for (fd, inode) in &inodes {
             if let Some(local) = listeners.get(inode) {
                 if !found.iter().any(|l| l.inode == *inode) {

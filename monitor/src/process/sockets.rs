@@ -47,31 +47,44 @@ pub(crate) fn parse_address(field: &str) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
+/// One row of a `/proc/net/{tcp,udp}*` table.
+pub(crate) struct Row {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// State `0A` (TCP_LISTEN).
+    pub listening: bool,
+    pub inode: u64,
+}
+
+/// The rows of one table (header skipped, malformed rows and inode 0 left out).
+pub(crate) fn rows(text: impl BufRead) -> impl Iterator<Item = Row> {
+    const LISTEN: &str = "0A";
+    text.lines()
+        .skip(1)
+        .map_while(Result::ok)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let row = Row {
+                local: parse_address(fields.get(1)?)?,
+                remote: parse_address(fields.get(2)?)?,
+                listening: *fields.get(3)? == LISTEN,
+                inode: fields.get(9)?.parse().ok()?,
+            };
+            (row.inode != 0).then_some(row)
+        })
+}
+
 /// Connected sockets of one `/proc/net/{tcp,udp}*` table: inode -> remote address. Listening
 /// and unconnected sockets (remote port 0) are left out.
 pub fn parse_table(text: impl BufRead) -> HashMap<u64, SocketAddr> {
-    const LISTEN: &str = "0A";
-    let mut out = HashMap::new();
-    for line in text.lines().skip(1).map_while(Result::ok) {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (Some(remote), Some(state), Some(inode)) =
-            (fields.get(2), fields.get(3), fields.get(9))
-        else {
-            continue;
-        };
-        let (Some(remote), Ok(inode)) = (parse_address(remote), inode.parse::<u64>()) else {
-            continue;
-        };
-        if *state == LISTEN || remote.port() == 0 || inode == 0 {
-            continue;
-        }
-        out.insert(inode, remote);
-    }
-    out
+    rows(text)
+        .filter(|r| !r.listening && r.remote.port() != 0)
+        .map(|r| (r.inode, r.remote))
+        .collect()
 }
 
-/// The connected sockets `pid` has open now, by descriptor.
-pub fn open_sockets(procfs: &ProcFs, pid: u32) -> Vec<OpenSocket> {
+/// The sockets among `pid`'s descriptors: (fd, inode), at most [`MAX_FDS`] descriptors looked at.
+pub(crate) fn socket_inodes(procfs: &ProcFs, pid: u32) -> Vec<(u32, u64)> {
     let Ok(dir) = fs::read_dir(procfs.path(pid, "fd")) else {
         return Vec::new();
     };
@@ -83,8 +96,8 @@ pub fn open_sockets(procfs: &ProcFs, pid: u32) -> Vec<OpenSocket> {
         let Ok(target) = fs::read_link(entry.path()) else {
             continue;
         };
-        let target = target.to_string_lossy();
         if let Some(inode) = target
+            .to_string_lossy()
             .strip_prefix("socket:[")
             .and_then(|t| t.strip_suffix(']'))
             .and_then(|t| t.parse().ok())
@@ -92,20 +105,32 @@ pub fn open_sockets(procfs: &ProcFs, pid: u32) -> Vec<OpenSocket> {
             inodes.push((fd, inode));
         }
     }
+    inodes
+}
+
+/// One of `pid`'s network namespace tables (`tcp`, `tcp6`, ...), at most [`TABLE_BUDGET`] read.
+pub(crate) fn table(procfs: &ProcFs, pid: u32, name: &str) -> Option<impl BufRead> {
+    let file = fs::File::open(procfs.path(pid, &format!("net/{name}"))).ok()?;
+    Some(BufReader::new(file.take(TABLE_BUDGET)))
+}
+
+/// The connected sockets `pid` has open now, by descriptor.
+pub fn open_sockets(procfs: &ProcFs, pid: u32) -> Vec<OpenSocket> {
+    let inodes = socket_inodes(procfs, pid);
     if inodes.is_empty() {
         return Vec::new();
     }
     let mut found = Vec::new();
-    for (table, protocol) in [
+    for (name, protocol) in [
         ("tcp", "tcp"),
         ("tcp6", "tcp"),
         ("udp", "udp"),
         ("udp6", "udp"),
     ] {
-        let Ok(file) = fs::File::open(procfs.path(pid, &format!("net/{table}"))) else {
+        let Some(text) = table(procfs, pid, name) else {
             continue;
         };
-        let sockets = parse_table(BufReader::new(file.take(TABLE_BUDGET)));
+        let sockets = parse_table(text);
         for (fd, inode) in &inodes {
             if let Some(remote) = sockets.get(inode) {
                 found.push(OpenSocket {

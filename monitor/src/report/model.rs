@@ -26,35 +26,8 @@ const MAX_REASONS: usize = 8;
 /// Distinct handshakes remembered for the pin suggestions.
 const MAX_PIN_CANDIDATES: usize = 100_000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-pub enum Severity {
-    #[serde(rename = "HIGH")]
-    High,
-    #[serde(rename = "MEDIUM")]
-    Medium,
-    #[serde(rename = "LOW")]
-    Low,
-    #[serde(rename = "INFO")]
-    Info,
-}
-
-impl Severity {
-    pub const ALL: [Severity; 4] = [
-        Severity::High,
-        Severity::Medium,
-        Severity::Low,
-        Severity::Info,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Severity::High => "HIGH",
-            Severity::Medium => "MEDIUM",
-            Severity::Low => "LOW",
-            Severity::Info => "INFO",
-        }
-    }
-}
+/// The severities of the output contract (the report reads them back).
+pub use crate::output::finding::Severity;
 
 /// A line's `time` (RFC 3339 UTC).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

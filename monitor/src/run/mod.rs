@@ -242,10 +242,8 @@ impl Session {
     /// Emit what the analyzer produced (after teaching the scrubber every secret it saw) and
     /// tell the kernel and the workers what it asked for.
     fn drain(&mut self) -> anyhow::Result<()> {
+        // (The recording learnt them in `record`, before writing the step that found them.)
         for secret in self.out.secrets.drain(..) {
-            if let Some(recorder) = self.recorder.as_mut() {
-                recorder.learn(&secret);
-            }
             self.sink.learn(&secret);
         }
         let records = std::mem::take(&mut self.out.records);
