@@ -23,6 +23,7 @@
 //! egress-monitor report run.jsonl -o report.html
 //! egress-monitor report run.jsonl --format markdown
 //! ```
+mod document;
 pub mod html;
 pub mod markdown;
 pub mod model;
@@ -37,7 +38,7 @@ use std::{
 
 use anyhow::Context as _;
 
-use model::{Builder, Certificate, Destination, FindingEntry, Happening, Process, Record, Report};
+use model::{Builder, Certificate, Destination, Happening, Process, Record, Report};
 
 /// The longest line read (the monitor's lines are a few KiB; a command line can be long).
 pub const MAX_LINE: usize = 4 << 20;
@@ -240,8 +241,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
-// Text both renderers share. Everything here is plain text from the input: each renderer
-// escapes it for its format.
+// Text the report's document (`document.rs`) is made of. Everything here is plain text from the
+// input: the format escapes it.
 
 /// Printable text only: control, bidi and other invisible characters become escapes.
 pub(crate) fn visible(s: &str) -> Cow<'_, str> {
@@ -266,8 +267,8 @@ pub(crate) fn command_line(args: &[String]) -> String {
 }
 
 /// `comm[pid]`
-pub(crate) fn process_label(p: &Process) -> String {
-    format!("{}[{}]", p.comm, p.pid)
+pub(crate) fn process_label(comm: &str, pid: u32) -> String {
+    format!("{comm}[{pid}]")
 }
 
 /// `namespace/name (container c)`, or the pod UID when its names are unknown.
@@ -320,21 +321,13 @@ pub(crate) fn yes_no(b: bool) -> &'static str {
     }
 }
 
-/// One piece of a finding's evidence.
-pub(crate) enum Item {
-    Field(String, String),
-    Credentials(Vec<model::Credential>),
-    Certificate(Certificate, Option<&'static str>),
-}
-
-/// A finding's evidence, in the order a person reads it.
-pub(crate) fn evidence(entry: &FindingEntry) -> Vec<Item> {
-    let f = &entry.finding;
-    let e = &f.evidence;
+/// A finding's evidence as labelled text, in the order a person reads it (its credentials and
+/// certificate follow these, each shown on its own).
+pub(crate) fn evidence(e: &model::Evidence) -> Vec<(String, String)> {
     let mut items = Vec::new();
     let mut field = |label: &str, value: Option<String>| {
         if let Some(value) = value {
-            items.push(Item::Field(label.to_string(), value));
+            items.push((label.to_string(), value));
         }
     };
     field("Reason", e.reason.clone());
@@ -399,16 +392,7 @@ pub(crate) fn evidence(entry: &FindingEntry) -> Vec<Item> {
             other => other.to_string(),
         };
         let short: String = text.chars().take(2000).collect();
-        items.push(Item::Field(key.clone(), short));
-    }
-    if !e.credentials.is_empty() {
-        items.push(Item::Credentials(e.credentials.clone()));
-    }
-    if let Some(cert) = &e.certificate {
-        items.push(Item::Certificate(
-            cert.clone(),
-            cert.validity_at(entry.first_seen),
-        ));
+        items.push((key.clone(), short));
     }
     items
 }

@@ -1092,6 +1092,80 @@ pub(crate) mod tests {
         )
     }
 
+    /// A small run for the renderers: a connect, two findings (the first seen 3 times), a
+    /// verified handshake and a shutdown line with these drops.
+    pub(crate) fn a_run(drops: &[(&str, u64)]) -> Report {
+        Report::build([
+            a_connect("2026-11-26T10:00:00Z", 7, "curl", "api.test", 8080),
+            a_finding(
+                "2026-11-26T10:00:01Z",
+                "PLAINTEXT_CREDENTIALS",
+                "HIGH",
+                7,
+                8080,
+                3,
+            ),
+            a_finding(
+                "2026-11-26T10:00:01Z",
+                "TLS_UNTRUSTED_CA",
+                "MEDIUM",
+                8,
+                8443,
+                1,
+            ),
+            a_handshake(
+                "2026-11-26T10:00:02Z",
+                7,
+                "api.test",
+                8443,
+                SPKI_A,
+                "verified",
+            ),
+            a_shutdown("2026-11-26T10:00:05Z", drops),
+        ])
+    }
+
+    /// A run whose every string from the monitored program is `hostile`: command line, names,
+    /// SNI, evidence, event kinds, status lines.
+    pub(crate) fn a_hostile_run(hostile: &str) -> Report {
+        let process = serde_json::json!({"pid": 66, "ppid": 1, "uid": 0, "comm": hostile,
+            "exe": hostile, "cmdline": ["node", hostile, "--x=`|`"], "container_id": hostile,
+            "pod": {"namespace": hostile, "name": "n", "uid": "u", "container": hostile}, "mcp": true});
+        let destination = serde_json::json!({"ip": "10.203.0.2", "port": 80, "hostname": hostile});
+        Report::build([
+            line(
+                serde_json::json!({"schema": SCHEMA, "type": "event", "time": "2026-11-26T10:00:00Z",
+                "event": "target", "process": process, "reason": hostile}),
+            ),
+            line(
+                serde_json::json!({"schema": SCHEMA, "type": "event", "time": "2026-11-26T10:00:00Z",
+                "event": "connect", "process": process,
+                "socket": {"family": "ipv4", "protocol": hostile, "fd": 3},
+                "destination": destination, "result": hostile}),
+            ),
+            line(
+                serde_json::json!({"schema": SCHEMA, "type": "finding", "time": "2026-11-26T10:00:01Z",
+                "id": hostile, "severity": "HIGH", "title": hostile, "process": process,
+                "destination": destination,
+                "evidence": {"reason": hostile, "credentials": [{"kind": hostile, "location": hostile,
+                    "length": 3, "fingerprint": hostile}], "request": {"method": hostile,
+                    "path": hostile, "host": hostile}, hostile: hostile,
+                    "certificate": {"subject": hostile, "issuer": hostile, "sans": [hostile],
+                    "not_before": hostile, "not_after": hostile, "serial": hostile,
+                    "spki_sha256": hostile, "self_signed": true}},
+                "remediation": hostile, "count": 1}),
+            ),
+            line(
+                serde_json::json!({"schema": SCHEMA, "type": "event", "time": "2026-11-26T10:00:02Z",
+                "event": hostile, "process": process}),
+            ),
+            line(
+                serde_json::json!({"schema": SCHEMA, "type": "status", "time": "2026-11-26T10:00:03Z",
+                "status": "warning", "component": hostile, "message": hostile}),
+            ),
+        ])
+    }
+
     const T0: &str = "2026-11-26T10:00:00.000001Z";
     const T1: &str = "2026-11-26T10:00:01.000000Z";
     const T2: &str = "2026-11-26T10:00:02.000000Z";
