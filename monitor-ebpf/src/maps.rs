@@ -6,7 +6,7 @@
 //! map fails and is counted in `DROPS`, and every entry has an owner that removes it (the thread's
 //! exit, the socket's close, `SSL_free`, the process's exit swept by userspace).
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
+    bindings::{bpf_map_type::BPF_MAP_TYPE_SK_STORAGE, BPF_NOEXIST},
     helpers::{
         bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
     },
@@ -444,5 +444,38 @@ pub fn sock_error(sk: u64) -> i32 {
     unsafe {
         bpf_probe_read_kernel((sk as *const u8).add(offsets.sock_err as usize) as *const i32)
             .unwrap_or(0)
+    }
+}
+
+/// A socket storage map definition in the BTF form the loader reads (`.maps`), with its flags
+/// (`BPF_F_NO_PREALLOC`, and `BPF_F_CLONE` where accepted sockets inherit the entry): aya-ebpf's
+/// own `SkStorage` cannot ask for `BPF_F_CLONE`, and its helpers take a `SockAddrContext` only.
+#[repr(C)]
+pub struct SockStorage<T, const FLAGS: usize> {
+    r#type: *const [i32; BPF_MAP_TYPE_SK_STORAGE as usize],
+    key: *const i32,
+    value: *const T,
+    max_entries: *const [i32; 0],
+    map_flags: *const [i32; FLAGS],
+}
+
+// SAFETY: placeholder pointers the loader patches; never dereferenced.
+unsafe impl<T, const FLAGS: usize> Sync for SockStorage<T, FLAGS> {}
+
+impl<T, const FLAGS: usize> SockStorage<T, FLAGS> {
+    pub const fn new() -> Self {
+        Self {
+            r#type: core::ptr::null(),
+            key: core::ptr::null(),
+            value: core::ptr::null(),
+            max_entries: core::ptr::null(),
+            map_flags: core::ptr::null(),
+        }
+    }
+
+    /// The map, for `bpf_sk_storage_get` and `bpf_sk_storage_delete`.
+    #[inline(always)]
+    pub fn as_ptr(&self) -> *mut core::ffi::c_void {
+        core::ptr::from_ref(self).cast_mut().cast()
     }
 }

@@ -109,7 +109,7 @@ struct RunCli {
     #[arg(long, value_enum)]
     format: Option<Format>,
     /// Append output to FILE instead of standard output (JSON lines by default).
-    #[arg(long, value_name = "FILE")]
+    #[arg(short = 'o', long, value_name = "FILE")]
     output: Option<PathBuf>,
     /// Deployment settings (TOML): extra trusted CAs, API-key headers, auth hosts, the
     /// fingerprint key.
@@ -131,6 +131,11 @@ struct RunCli {
     /// (the fallback data path; every thread of the host pays the syscall slow path).
     #[arg(long, hide = true)]
     syscall_tracepoints: bool,
+    /// Attach the cgroup hooks to this cgroup v2 directory instead of the hierarchy's root:
+    /// processes outside it are not seen on the data path. For measurement (`cargo xtask
+    /// bench` runs a hooked and an unhooked load side by side).
+    #[arg(long, value_name = "DIR", hide = true)]
+    hook_cgroup: Option<PathBuf>,
     /// Serve Prometheus metrics at http://ADDR/metrics and a health check at /healthz
     /// (e.g. 127.0.0.1:9464; off by default).
     #[arg(long, value_name = "ADDR")]
@@ -255,6 +260,7 @@ fn main() -> std::process::ExitCode {
                 ebpf_log_level: level,
                 map_sizes: args.map_sizes,
                 syscall_tracepoints: args.syscall_tracepoints,
+                hook_cgroup: args.hook_cgroup,
                 metrics_addr: args.metrics_addr,
                 record: args.record,
                 record_max_size: args.record_max_size,

@@ -44,6 +44,19 @@
 //! floor's whole interval is below the goal the verdict says it is out of reach on this kernel.
 //! Targeted HTTP wrk shares the HTTP floor.
 //!
+//! **Side by side** (`bench/side.rs`). Throughput pairs run a few seconds apart, and these VMs'
+//! speed drifts by ±20 % between seconds: a 1-2 % cost stays UNDECIDED however many pairs. So the
+//! untargeted HTTPS and HTTP loads also run as two copies *at once* (nginx and wrk in cgroup a,
+//! another nginx and wrk in cgroup b, 2 s), the agent attaching its cgroup hooks to one side only
+//! (hidden `run --hook-cgroup DIR`; windows of 3 rounds per agent start, alternating sides). A
+//! pair is each side's requests per CPU second (its cgroup's `cpu.stat` `usage_usec`, exact
+//! scheduler time) in the same seconds: the hooked side's ÷ the other's. The same rounds with the
+//! empty hooks on one side (alternating) give its floor, and rounds with no hooks at all show how
+//! evenly the two sides run (the method's own noise, about ±2 %). What the side-by-side pairs
+//! leave out is the agent process itself and its host-wide programs (the TCP state tracepoint,
+//! the once-per-handshake OpenSSL uprobes), which run for both sides: the agent's CPU while the
+//! loads run is printed beside them, and the BPF stats show the host-wide programs' run counts.
+//!
 //! **BPF stats.** One extra run each of untargeted HTTPS wrk, targeted HTTP wrk and targeted Node
 //! with `kernel.bpf_stats_enabled` on: run time and run count of each of the agent's programs
 //! over the load. Separate runs, because counting costs each program run two clock reads, which
@@ -86,6 +99,7 @@ mod floor;
 mod load;
 mod report;
 mod select;
+mod side;
 
 use report::{Better, Measure, Pair, Row, Series};
 use select::Only;
@@ -488,13 +502,24 @@ struct Wrk {
 }
 
 fn wrk(url: &str) -> anyhow::Result<Wrk> {
-    let out = Command::new("wrk")
-        .arg("-t1")
-        .arg(format!("-c{WRK_CONNECTIONS}"))
-        .arg(format!("-d{WRK_SECONDS}s"))
-        .arg(url)
+    let out = wrk_command(url, WRK_SECONDS)
         .output()
         .context("running wrk (Debian package wrk)")?;
+    wrk_result(url, &out)
+}
+
+/// wrk with one thread and `WRK_CONNECTIONS` keep-alive connections for `seconds`.
+fn wrk_command(url: &str, seconds: u32) -> Command {
+    let mut cmd = Command::new("wrk");
+    cmd.arg("-t1")
+        .arg(format!("-c{WRK_CONNECTIONS}"))
+        .arg(format!("-d{seconds}s"))
+        .arg(url);
+    cmd
+}
+
+/// What a wrk run printed: a failure when any request failed.
+fn wrk_result(url: &str, out: &std::process::Output) -> anyhow::Result<Wrk> {
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() || text.contains("Non-2xx") || text.contains("Socket errors") {
         bail!("wrk {url} failed ({}):\n{text}", out.status);
@@ -704,6 +729,94 @@ fn node_window(b: &Bench, agent: bool, k: usize) -> anyhow::Result<Vec<f64>> {
     }
     Ok(us)
 }
+/// Seconds of each side-by-side wrk run (both sides at once).
+const SIDE_SECONDS: u32 = 2;
+/// The two sides' nginx ports (HTTPS, HTTP), beside the sequential runs' ones.
+const SIDE_PORTS: [(u16, u16); 2] = [(9444, 8081), (9445, 8082)];
+const SIDE_NAMES: [&str; 2] = ["a", "b"];
+
+/// One copy of the wrk -> nginx loads for the side-by-side runs, in its own cgroup.
+struct Side {
+    // Before the cgroup: nginx must be gone for the directory to go.
+    _nginx: Nginx,
+    cgroup: side::Cgroup,
+    https_url: String,
+    http_url: String,
+}
+
+fn sides(upstream: &Upstream, cgroup_root: &Path) -> anyhow::Result<[Side; 2]> {
+    let side = |i: usize| -> anyhow::Result<Side> {
+        let cgroup = side::Cgroup::create(cgroup_root, &format!("egress-bench-{}", SIDE_NAMES[i]))?;
+        let (https_port, http_port) = SIDE_PORTS[i];
+        let nginx = nginx(upstream, https_port, http_port, Some(&cgroup))?;
+        Ok(Side {
+            _nginx: nginx,
+            cgroup,
+            https_url: format!("https://{}:{https_port}/", upstream.v4),
+            http_url: format!("http://{}:{http_port}/", upstream.v4),
+        })
+    };
+    Ok([side(0)?, side(1)?])
+}
+
+/// Both sides' copy of one load at once (wrk inside the side's cgroup): requests per CPU second
+/// of each side.
+fn side_by_side(sides: &[Side; 2], url: fn(&Side) -> &str) -> anyhow::Result<[f64; 2]> {
+    let before = [sides[0].cgroup.usage_usec()?, sides[1].cgroup.usage_usec()?];
+    let children = sides
+        .iter()
+        .map(|s| {
+            let mut cmd = wrk_command(url(s), SIDE_SECONDS);
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            s.cgroup.enter(&mut cmd);
+            cmd.spawn().context("running wrk (Debian package wrk)")
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let outs = children
+        .into_iter()
+        .map(Child::wait_with_output)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut per_cpu_second = [0.0; 2];
+    for (i, s) in sides.iter().enumerate() {
+        let used = s.cgroup.usage_usec()? - before[i];
+        let requests = wrk_result(url(s), &outs[i])?.requests;
+        per_cpu_second[i] = side::per_cpu_second(requests, used)
+            .with_context(|| format!("side {} used no CPU", SIDE_NAMES[i]))?;
+    }
+    Ok(per_cpu_second)
+}
+
+/// One side-by-side round of the selected loads: requests per CPU second of sides a and b.
+#[derive(Default)]
+struct SideRound {
+    https: Option<[f64; 2]>,
+    http: Option<[f64; 2]>,
+}
+
+fn side_round(sides: &[Side; 2], https: bool, http: bool) -> anyhow::Result<SideRound> {
+    Ok(SideRound {
+        https: https
+            .then(|| side_by_side(sides, |s| &s.https_url))
+            .transpose()?,
+        http: http
+            .then(|| side_by_side(sides, |s| &s.http_url))
+            .transpose()?,
+    })
+}
+
+/// Add a side-by-side round to its series: the pair is (unhooked side, `hooked` side).
+fn side_pairs(round: &SideRound, hooked: usize, https: &mut Series, http: &mut Series) {
+    for (v, series) in [(round.https, https), (round.http, http)] {
+        if let Some(v) = v {
+            series.pairs.push(Pair {
+                without: v[1 - hooked],
+                with: v[hooked],
+                with_first: hooked == 0,
+            });
+        }
+    }
+}
+
 /// One run of `load` with the agent (`args`) and BPF stats on: what each of the agent's programs
 /// (those loaded since just before it started) did during the load, and the load's request count.
 fn with_bpf_stats(
@@ -747,7 +860,7 @@ pub fn run(root: &Path, bin: &Path, xtask: &Path, opts: &Options) -> anyhow::Res
         "{runs} pairs per ratio, in windows of up to {WINDOW} runs per agent start"
     ));
     let upstream = Upstream::create()?;
-    let server = nginx(&upstream, HTTPS_PORT)?;
+    let server = nginx(&upstream, HTTPS_PORT, HTTP_PORT, None)?;
     let b = Bench {
         root,
         bin,
@@ -885,6 +998,108 @@ pub fn run(root: &Path, bin: &Path, xtask: &Path, opts: &Options) -> anyhow::Res
     udp.floor = floor_udp.as_floor();
     https.floor = floor_https.as_floor();
     http.floor = floor_http.as_floor();
+
+    // Side by side (`bench/side.rs`): the same two loads in cgroups a and b at once, the agent's
+    // hooks (`--hook-cgroup`) or the empty ones on one side, alternating sides.
+    let side_series = |key, name, goal| {
+        let mut s = Series::new(key, name, "requests/CPU s", Better::Higher, goal);
+        s.side_by_side = true;
+        s
+    };
+    let mut side_https = side_series(
+        "untargeted_https_side_by_side",
+        "untargeted HTTPS wrk, side by side",
+        https.goal,
+    );
+    let mut side_http = side_series(
+        "untargeted_http_side_by_side",
+        "untargeted HTTP wrk, side by side",
+        http.goal,
+    );
+    let mut side_floor_https = side_series(
+        "floor_https_side_by_side",
+        "floor: empty hooks, HTTPS, side by side",
+        https.goal,
+    );
+    let mut side_floor_http = side_series(
+        "floor_http_side_by_side",
+        "floor: empty hooks, HTTP, side by side",
+        http.goal,
+    );
+    let mut balance_https = side_series(
+        "balance_https_side_by_side",
+        "no hooks, HTTPS, side a / side b",
+        https.goal,
+    );
+    let mut balance_http = side_series(
+        "balance_http_side_by_side",
+        "no hooks, HTTP, side a / side b",
+        http.goal,
+    );
+    let mut side_agent_cpu = Vec::new();
+    let side_agent = (only.has("side-https"), only.has("side-http"));
+    let side_floor = (only.has("side-floor-https"), only.has("side-floor-http"));
+    let side_balance = only.has("side-balance");
+    if side_agent.0 || side_agent.1 || side_floor.0 || side_floor.1 || side_balance {
+        let sides = sides(&upstream, &b.cgroup)?;
+        let mut done = 0;
+        while (side_agent.0 || side_agent.1) && done < runs {
+            let k = WINDOW.min(runs - done);
+            let hooked = (done / WINDOW) % 2;
+            progress(&format!(
+                "side by side, the agent's hooks on side {}: runs {}-{} of {runs}",
+                SIDE_NAMES[hooked],
+                done + 1,
+                done + k
+            ));
+            let args = [
+                "--mcp".to_string(),
+                "--hook-cgroup".to_string(),
+                sides[hooked].cgroup.path.display().to_string(),
+            ];
+            let monitor = Monitor::start(bin, &args, None)?;
+            thread::sleep(SETTLE);
+            let (started, ticks) = (Instant::now(), cpu_ticks(monitor.child.id()));
+            for _ in 0..k {
+                let r = side_round(&sides, side_agent.0, side_agent.1)?;
+                side_pairs(&r, hooked, &mut side_https, &mut side_http);
+            }
+            let cpu = (cpu_ticks(monitor.child.id()) - ticks) as f64 / ticks_per_second();
+            side_agent_cpu.push(cpu / started.elapsed().as_secs_f64());
+            monitor.stop()?;
+            done += k;
+        }
+        if side_floor.0 || side_floor.1 {
+            // Attaching the empty hooks takes milliseconds: alternate sides run by run.
+            for i in 0..runs {
+                let hooked = i % 2;
+                progress(&format!(
+                    "side by side, empty hooks on side {}: run {} of {runs}",
+                    SIDE_NAMES[hooked],
+                    i + 1
+                ));
+                let _hooks = floor::EmptyHooks::attach(&sides[hooked].cgroup.path)?;
+                let r = side_round(&sides, side_floor.0, side_floor.1)?;
+                side_pairs(&r, hooked, &mut side_floor_https, &mut side_floor_http);
+            }
+        }
+        if side_balance {
+            for i in 0..runs {
+                progress(&format!("side by side, no hooks: run {} of {runs}", i + 1));
+                let r = side_round(&sides, true, true)?;
+                side_pairs(&r, 0, &mut balance_https, &mut balance_http);
+            }
+        }
+    }
+    side_https.floor = side_floor_https.as_floor();
+    side_http.floor = side_floor_http.as_floor();
+    if !side_agent_cpu.is_empty() {
+        details.push(format!(
+            "agent process, untargeted, side by side: {:.2} % of one CPU (median of {} agent starts)",
+            report::median(&side_agent_cpu).unwrap_or(0.0) * 100.0,
+            side_agent_cpu.len()
+        ));
+    }
 
     let mut targeted_http = Series::new(
         "targeted_http_wrk",
@@ -1033,6 +1248,8 @@ pub fn run(root: &Path, bin: &Path, xtask: &Path, opts: &Options) -> anyhow::Res
         ("udp", &udp),
         ("https", &https),
         ("http", &http),
+        ("side-https", &side_https),
+        ("side-http", &side_http),
         ("targeted-http", &targeted_http),
         ("node", &node),
     ]
@@ -1045,6 +1262,10 @@ pub fn run(root: &Path, bin: &Path, xtask: &Path, opts: &Options) -> anyhow::Res
         ("floor-https", &floor_https),
         ("floor-http", &floor_http),
         ("floor-node", &floor_node),
+        ("side-floor-https", &side_floor_https),
+        ("side-floor-http", &side_floor_http),
+        ("side-balance", &balance_https),
+        ("side-balance", &balance_http),
     ]
     .into_iter()
     .filter(|(part, _)| only.has(part))
@@ -1238,7 +1459,14 @@ impl Drop for Nginx {
     }
 }
 
-fn nginx(upstream: &Upstream, port: u16) -> anyhow::Result<Nginx> {
+/// nginx in the upstream's namespace, answering "ok" over HTTPS on `https_port` and plain HTTP on
+/// `http_port`; started inside `cgroup` when given (its sockets then belong to it).
+fn nginx(
+    upstream: &Upstream,
+    https_port: u16,
+    http_port: u16,
+    cgroup: Option<&side::Cgroup>,
+) -> anyhow::Result<Nginx> {
     let pki = Pki::create();
     let pair = pki.server();
     let conf = pki.dir.join("nginx.conf");
@@ -1250,27 +1478,32 @@ fn nginx(upstream: &Upstream, port: u16) -> anyhow::Result<Nginx> {
              http {{ access_log off; keepalive_requests 1000000; \
              client_body_temp_path {dir}; proxy_temp_path {dir}; fastcgi_temp_path {dir}; \
              uwsgi_temp_path {dir}; scgi_temp_path {dir};\n\
-             server {{ listen {ip}:{port} ssl; ssl_certificate {cert}; ssl_certificate_key {key};\n\
+             server {{ listen {ip}:{https_port} ssl; ssl_certificate {cert}; ssl_certificate_key {key};\n\
              location / {{ return 200 \"ok\\n\"; }} }}\n\
-             server {{ listen {ip}:{http}; location / {{ return 200 \"ok\\n\"; }} }} }}\n",
+             server {{ listen {ip}:{http_port}; location / {{ return 200 \"ok\\n\"; }} }} }}\n",
             dir = pki.dir.display(),
             ip = upstream.v4,
-            http = HTTP_PORT,
             cert = pair.cert.display(),
             key = pair.key.display(),
         ),
     )?;
-    let child = upstream
-        .command("nginx")
-        .args(["-c", conf.to_str().unwrap(), "-g", "daemon off;"])
+    let mut cmd = upstream.command("nginx");
+    cmd.args(["-c", conf.to_str().unwrap(), "-g", "daemon off;"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(cgroup) = cgroup {
+        cgroup.enter(&mut cmd);
+    }
+    let child = cmd
         .spawn()
         .context("starting nginx (Debian package nginx)")?;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect((upstream.v4, port)).is_err() {
+    while std::net::TcpStream::connect((upstream.v4, https_port)).is_err() {
         if std::time::Instant::now() > deadline {
-            bail!("nginx did not start listening on {}:{port}", upstream.v4);
+            bail!(
+                "nginx did not start listening on {}:{https_port}",
+                upstream.v4
+            );
         }
         thread::sleep(Duration::from_millis(50));
     }

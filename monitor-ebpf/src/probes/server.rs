@@ -13,7 +13,7 @@
 //! A listener bound before the monitor started has no entry: userspace adds one through the
 //! socket's descriptor (`pidfd_getfd`), with an id of its own in `ServerSock::listener`.
 use aya_ebpf::{
-    bindings::{bpf_map_type::BPF_MAP_TYPE_SK_STORAGE, BPF_F_CLONE, BPF_F_NO_PREALLOC},
+    bindings::{BPF_F_CLONE, BPF_F_NO_PREALLOC},
     helpers::{
         bpf_get_current_pid_tgid,
         generated::{bpf_sk_fullsock, bpf_sk_storage_get},
@@ -28,45 +28,15 @@ use monitor_common::{
 };
 
 use super::skb::capture;
-use crate::maps::{current_start, header, header_for, is_targeted, reserve};
+use crate::maps::{current_start, header, header_for, is_targeted, reserve, SockStorage};
 
 const BPF_SK_STORAGE_GET_F_CREATE: u64 = 1;
 const TCP_LISTEN: u32 = 10;
 
-/// A socket storage map definition in the BTF form the loader reads (`.maps`): aya-ebpf's own
-/// `SkStorage` has no way to ask for `BPF_F_CLONE`.
-#[repr(C)]
-pub struct ServerSocks {
-    r#type: *const [i32; BPF_MAP_TYPE_SK_STORAGE as usize],
-    key: *const i32,
-    value: *const ServerSock,
-    max_entries: *const [i32; 0],
-    map_flags: *const [i32; (BPF_F_NO_PREALLOC | BPF_F_CLONE) as usize],
-}
-
-// SAFETY: placeholder pointers the loader patches; never dereferenced.
-unsafe impl Sync for ServerSocks {}
-
-impl ServerSocks {
-    const fn new() -> Self {
-        Self {
-            r#type: core::ptr::null(),
-            key: core::ptr::null(),
-            value: core::ptr::null(),
-            max_entries: core::ptr::null(),
-            map_flags: core::ptr::null(),
-        }
-    }
-
-    #[inline(always)]
-    fn as_ptr(&self) -> *mut core::ffi::c_void {
-        core::ptr::from_ref(self).cast_mut().cast()
-    }
-}
-
 /// Listeners of targets and the connections they accepted (see the module docs).
 #[btf_map]
-pub static SERVER_SOCKS: ServerSocks = ServerSocks::new();
+pub static SERVER_SOCKS: SockStorage<ServerSock, { (BPF_F_NO_PREALLOC | BPF_F_CLONE) as usize }> =
+    SockStorage::new();
 
 /// The record ingress payloads are built in (its own: ingress runs in softirq context and may
 /// interrupt a capture of the egress side on the same CPU).

@@ -1,6 +1,7 @@
 //! Bounded payload capture from the packets themselves (`cgroup_skb/egress` on the cgroup v2
 //! root): the first bytes a target's TCP connection sends, for the plaintext detectors. Every
-//! packet of the host passes here; one that is not from a tracked socket costs one lookup.
+//! packet of the host passes here; one that is not from a target's socket costs one look at its
+//! own socket's storage (`CLIENT_SOCKS`, which the connect hook sets), not a map lookup.
 //!
 //! A segment is taken in sequence order: bytes already seen (a retransmission) are skipped, a
 //! GSO super-packet is one segment with all its payload, and at most `SOCKET_CAPTURE_BUDGET`
@@ -10,8 +11,12 @@
 //! client sent application data over a session is read from those, not from a probe on every
 //! `SSL_write`.
 use aya_ebpf::{
-    helpers::generated::bpf_skb_load_bytes, macros::cgroup_skb, maps::PerCpuArray,
-    programs::SkBuffContext, EbpfContext as _,
+    bindings::BPF_F_NO_PREALLOC,
+    helpers::generated::{bpf_sk_storage_get, bpf_skb_load_bytes},
+    macros::{btf_map, cgroup_skb},
+    maps::PerCpuArray,
+    programs::SkBuffContext,
+    EbpfContext as _,
 };
 use monitor_common::{
     payload_source, sock_flags, EventKind, PayloadEvent, SockState, TlsRecordEvent,
@@ -19,7 +24,7 @@ use monitor_common::{
 };
 
 use super::{connect::SOCKETS, payload::SCRATCH};
-use crate::maps::{count_drop, header_for, reserve, EVENTS};
+use crate::maps::{count_drop, header_for, reserve, SockStorage, EVENTS};
 
 const IPPROTO_TCP: u8 = 6;
 /// First byte of a TLS handshake record (ClientHello).
@@ -27,13 +32,27 @@ const TLS_HANDSHAKE: u8 = 0x16;
 /// Handshake message type of a ClientHello.
 const CLIENT_HELLO: u8 = 1;
 
+/// A mark on each TCP socket a target connects (socket-local storage, set by the connect hook,
+/// freed with the socket). The egress hook asks every packet's socket for it first: a socket
+/// without any storage answers at once, where a `SOCKETS` lookup would hash its address.
+#[btf_map]
+pub static CLIENT_SOCKS: SockStorage<u8, { BPF_F_NO_PREALLOC as usize }> = SockStorage::new();
+
 #[cgroup_skb(egress)]
 pub fn skb_egress(ctx: SkBuffContext) -> i32 {
     // SAFETY: `sk` of the context is the socket the packet leaves from (or null).
-    let sk = unsafe { (*ctx.skb.skb).__bindgen_anon_2.sk } as u64;
-    if sk == 0 {
+    let sk = unsafe { (*ctx.skb.skb).__bindgen_anon_2.sk };
+    if sk.is_null() {
         return 1;
     }
+    // SAFETY: lookup only (no create) on the context's socket: the one cost of every other
+    // packet. The helper itself answers null for request and time-wait sockets.
+    let mark =
+        unsafe { bpf_sk_storage_get(CLIENT_SOCKS.as_ptr(), sk.cast(), core::ptr::null_mut(), 0) };
+    if mark.is_null() {
+        return 1;
+    }
+    let sk = sk as u64;
     let Some(state) = SOCKETS.get_ptr_mut(sk) else {
         return 1;
     };

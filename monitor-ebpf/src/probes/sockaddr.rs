@@ -9,18 +9,19 @@
 //! `sendmsg`) come through `cgroup/sendmsg4|6` and are reported like a UDP connect whenever the
 //! socket turns to a new destination (not for every datagram).
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
+    bindings::BPF_SK_STORAGE_GET_F_CREATE,
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_sk_storage_get},
     macros::{cgroup_sock_addr, map},
     maps::LruHashMap,
     programs::SockAddrContext,
 };
 use monitor_common::{
-    sock_flags, ConnectEvent, EventKind, AF_INET, AF_INET6, OUTCOME_PENDING, SOCK_DGRAM,
+    sock_flags, ConnectEvent, Drop, EventKind, AF_INET, AF_INET6, OUTCOME_PENDING, SOCK_DGRAM,
     SOCK_STREAM,
 };
 
-use super::connect::insert_socket;
-use crate::maps::{header, is_targeted, reserve, sock_fd};
+use super::{connect::insert_socket, skb::CLIENT_SOCKS};
+use crate::maps::{count_drop, header, is_targeted, reserve, sock_fd};
 
 const EINPROGRESS: i32 = 115;
 
@@ -82,6 +83,26 @@ fn on_sendmsg(ctx: &SockAddrContext, family: u16) {
     on_connect(ctx, family);
 }
 
+/// Mark the context's socket for the egress hook (`skb::CLIENT_SOCKS`). A failure (no memory
+/// for the storage) leaves the connection reported but its bytes unread: counted as a socket the
+/// kernel could not track.
+#[inline(always)]
+fn mark_client(ctx: &SockAddrContext) {
+    let mut one = 1u8;
+    // SAFETY: the context's own socket; the helper creates the entry or returns the existing one.
+    let mark = unsafe {
+        bpf_sk_storage_get(
+            CLIENT_SOCKS.as_ptr(),
+            (*ctx.sock_addr).__bindgen_anon_1.sk.cast(),
+            core::ptr::from_mut(&mut one).cast(),
+            BPF_SK_STORAGE_GET_F_CREATE.into(),
+        )
+    };
+    if mark.is_null() {
+        count_drop(Drop::SocketsFull);
+    }
+}
+
 #[inline(always)]
 fn on_connect(ctx: &SockAddrContext, family: u16) {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -113,6 +134,9 @@ fn on_connect(ctx: &SockAddrContext, family: u16) {
     // TCP: tracked until it closes; its outcome comes from the state machine. UDP: a connect
     // only sets the peer and cannot be refused: reported as done.
     let tracked = tcp && insert_socket(sk, tgid, fd, sock_flags::AWAIT_OUTCOME);
+    if tracked {
+        mark_client(ctx);
+    }
     let Some(mut entry) = reserve::<ConnectEvent>() else {
         return;
     };

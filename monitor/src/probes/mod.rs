@@ -38,6 +38,8 @@ pub struct LoadOptions {
     pub max_tls_sessions: u32,
     /// Use the syscall tracepoints even where the cgroup hooks work.
     pub syscall_tracepoints: bool,
+    /// Attach the cgroup hooks here instead of the v2 root (`--hook-cgroup`).
+    pub hook_cgroup: Option<PathBuf>,
 }
 
 impl Default for LoadOptions {
@@ -54,6 +56,7 @@ impl Default for LoadOptions {
             max_threads: 16_384,
             max_tls_sessions: 65_536,
             syscall_tracepoints: false,
+            hook_cgroup: None,
         }
     }
 }
@@ -373,9 +376,13 @@ pub fn load(opts: &LoadOptions, tracefs: &Path) -> anyhow::Result<Loaded> {
     let mut data_path = DataPath::Syscalls;
     if !opts.syscall_tracepoints {
         let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-        match cgroup2_root(&mounts) {
+        match opts.hook_cgroup.clone().or_else(|| cgroup2_root(&mounts)) {
             Some(root) => match attach_cgroup_path(&mut ebpf, &root) {
                 Ok(()) => data_path = DataPath::Cgroup(root),
+                // Asked for by name (a measurement): no silent fallback to another data path.
+                Err(err) if opts.hook_cgroup.is_some() => {
+                    return Err(err.context(format!("--hook-cgroup {}", root.display())));
+                }
                 Err(err) => {
                     detach_cgroup_path(&mut ebpf);
                     statuses.push(Status::new(

@@ -64,6 +64,8 @@ pub struct RunArgs {
     pub map_sizes: Option<String>,
     /// Force the syscall-tracepoint data path.
     pub syscall_tracepoints: bool,
+    /// `--hook-cgroup`: the cgroup the hooks go on, instead of the v2 root (measurement only).
+    pub hook_cgroup: Option<PathBuf>,
     /// Serve Prometheus `/metrics` and `/healthz` at this address (`--metrics-addr`).
     pub metrics_addr: Option<String>,
     /// `--record FILE`: write every analysis input to a recording.
@@ -899,6 +901,7 @@ async fn start(args: RunArgs) -> anyhow::Result<Started> {
         report_all_execs: args.selector.needs_all_execs(),
         ebpf_log_level: args.ebpf_log_level,
         syscall_tracepoints: args.syscall_tracepoints,
+        hook_cgroup: args.hook_cgroup.clone(),
         ..LoadOptions::default()
     };
     if let Some(spec) = &args.map_sizes {

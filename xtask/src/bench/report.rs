@@ -144,7 +144,8 @@ impl Verdict {
 pub struct Pair {
     pub without: f64,
     pub with: f64,
-    /// The run with the agent went first (windows alternate).
+    /// The run with the agent went first (windows alternate); side by side, where both run at
+    /// once: the hooked copy was side a.
     pub with_first: bool,
 }
 
@@ -178,6 +179,8 @@ pub struct Series {
     pub goal: f64,
     pub pairs: Vec<Pair>,
     pub floor: Option<Floor>,
+    /// Both runs of a pair ran at once (`side.rs`).
+    pub side_by_side: bool,
 }
 
 impl Series {
@@ -196,6 +199,7 @@ impl Series {
             goal,
             pairs: Vec::new(),
             floor: None,
+            side_by_side: false,
         }
     }
 
@@ -314,7 +318,12 @@ impl Series {
             "pairs": self.pairs.iter().map(|p| json!({
                 "without": p.without,
                 "with": p.with,
-                "order": if p.with_first { "with first" } else { "without first" },
+                "order": match (self.side_by_side, p.with_first) {
+                    (false, true) => "with first",
+                    (false, false) => "without first",
+                    (true, true) => "at once, hooked side a",
+                    (true, false) => "at once, hooked side b",
+                },
                 "ratio": p.ratio(self.better),
             })).collect::<Vec<_>>(),
         })
@@ -528,30 +537,42 @@ impl Row {
 
 /// The goals table, header first.
 pub fn table(rows: &[Row]) -> Vec<String> {
-    let line = |cells: [&str; 7]| {
-        let [a, b, c, d, e, f, g] = cells;
-        format!("{a:<42}{b:<10}{c:<14}{d:<12}{e:<6}{f:<7}{g}")
-            .trim_end()
-            .to_string()
-    };
-    let mut out = vec![line([
+    let header = [
         "goal", "median", "90% CI", "goal", "runs", "floor", "verdict",
-    ])];
-    for r in rows {
-        let floor = r
-            .floor
-            .map_or_else(|| "-".to_string(), |f| format!("{f:.3}"));
-        out.push(line([
-            &r.name,
-            &r.value,
-            &r.ci_text,
-            &r.goal,
-            &r.runs.to_string(),
-            &floor,
-            &r.verdict_text,
-        ]));
+    ]
+    .map(String::from);
+    let cells: Vec<[String; 7]> = std::iter::once(header)
+        .chain(rows.iter().map(|r| {
+            [
+                r.name.clone(),
+                r.value.clone(),
+                r.ci_text.clone(),
+                r.goal.clone(),
+                r.runs.to_string(),
+                r.floor
+                    .map_or_else(|| "-".to_string(), |f| format!("{f:.3}")),
+                r.verdict_text.clone(),
+            ]
+        }))
+        .collect();
+    // Each column as wide as its widest cell plus a gap, never narrower than these.
+    let mut widths = [42, 10, 14, 12, 6, 7, 0];
+    for row in &cells {
+        for (w, cell) in widths.iter_mut().zip(row).take(6) {
+            *w = (*w).max(cell.chars().count() + 2);
+        }
     }
-    out
+    cells
+        .iter()
+        .map(|row| {
+            row.iter()
+                .zip(widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect::<String>()
+                .trim_end()
+                .to_string()
+        })
+        .collect()
 }
 
 #[cfg(test)]

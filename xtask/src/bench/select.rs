@@ -27,6 +27,26 @@ pub const PARTS: &[(&str, &str)] = &[
         "empty cgroup hooks, Node HTTPS keep-alive (floor)",
     ),
     (
+        "side-https",
+        "untargeted HTTPS wrk, the agent's hooks on one of two copies at once (ratio)",
+    ),
+    (
+        "side-http",
+        "untargeted HTTP wrk, the agent's hooks on one of two copies at once (ratio)",
+    ),
+    (
+        "side-floor-https",
+        "empty cgroup hooks on one of two HTTPS copies at once (floor)",
+    ),
+    (
+        "side-floor-http",
+        "empty cgroup hooks on one of two HTTP copies at once (floor)",
+    ),
+    (
+        "side-balance",
+        "two copies of HTTPS and HTTP wrk at once, no hooks (the method's own noise)",
+    ),
+    (
         "targeted-http",
         "targeted HTTP wrk -> nginx, --comm wrk (ratio)",
     ),
@@ -53,6 +73,16 @@ pub const GROUPS: &[(&str, &[&str])] = &[
         &["getppid", "udp", "https", "http", "ready", "back"],
     ),
     ("targeted", &["targeted-http", "node"]),
+    (
+        "side",
+        &[
+            "side-https",
+            "side-http",
+            "side-floor-https",
+            "side-floor-http",
+            "side-balance",
+        ],
+    ),
     (
         "floors",
         &["floor-udp", "floor-http", "floor-https", "floor-node"],
