@@ -2,14 +2,15 @@
 //! invocation's configuration (pins, suppressions, authentication hosts apply to old traffic).
 //! Needs no privileges and no kernel support: it reads a file.
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     time::{Instant, SystemTime},
 };
 
 use crate::{
-    analyze::Out,
+    analyze::{input::Input, Out},
     config::Config,
-    output::{tally::Tally, Format, Record, Sink, Status, StatusKind},
+    output::{tally::Tally, Format, Record, Sink, Status, StatusKind, Totals},
     record::Reader,
 };
 
@@ -125,6 +126,21 @@ fn replay(
     let mut inputs = 0u64;
     while let Some(input) = reader.next_input() {
         analyzer.apply(&input, &mut out);
+        if let Input::LiveDrops(drops) = &input {
+            // Where the live run said so: what it did not see from here back.
+            let mut status = Status::new(
+                StatusKind::Drops,
+                Some("recorded run".into()),
+                "the recorded run dropped events (kernel maps, ring buffer or its event loop): \
+                 what they carried is not in the recording",
+            );
+            status.totals = Some(Totals {
+                drops: recorded_drops(drops),
+                targets: analyzer.processes().len(),
+                ..tally.totals.clone()
+            });
+            sink.emit(&Record::Status(status))?;
+        }
         inputs += 1;
         if !out.records.is_empty() || !out.secrets.is_empty() {
             emit(sink, &mut tally, &mut out)?;
@@ -153,7 +169,12 @@ fn replay(
             ),
         )))?;
     }
-    let drops: u64 = analyzer.drops().iter().map(|(_, n)| n).sum();
+    // The analysis' own drops again, plus what the live run dropped before analysing.
+    let mut all_drops = recorded_drops(analyzer.live_drops());
+    for (reason, n) in analyzer.drops().iter() {
+        *all_drops.entry(reason).or_default() += n;
+    }
+    let drops: u64 = all_drops.values().sum();
     sink.summary(&tally.summary, tally.summary_more, drops)?;
     let rate = if seconds > 0.0 {
         inputs as f64 / seconds
@@ -166,10 +187,49 @@ fn replay(
         format!("replayed {inputs} inputs in {seconds:.3} s ({rate:.0} per second)"),
     );
     let mut totals = tally.totals.clone();
-    totals.drops = analyzer.drops().iter().collect();
+    totals.drops = all_drops;
     totals.targets = analyzer.processes().len();
     status.totals = Some(totals);
     sink.emit(&Record::Status(status))?;
     sink.flush()?;
     Ok(Replayed { inputs, seconds })
+}
+
+/// Drop reasons a recording may name (the kernel's, the live loop's), as the totals' keys; a
+/// name this version does not know (a newer agent's) is counted under `recorded_other`.
+fn recorded_drops(drops: &BTreeMap<String, u64>) -> BTreeMap<&'static str, u64> {
+    const LOOP: [&str; 3] = ["waiting_full", "unowned_records", "waiting_at_shutdown"];
+    let mut out = BTreeMap::new();
+    for (name, n) in drops {
+        let known = monitor_common::Drop::ALL
+            .iter()
+            .map(|d| d.name())
+            .chain(LOOP)
+            .find(|k| k == name);
+        *out.entry(known.unwrap_or("recorded_other")).or_default() += n;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_drop_reasons_map_to_known_names_or_other() {
+        let recorded: BTreeMap<String, u64> = [
+            ("sockets_full", 48),
+            ("unowned_records", 1),
+            ("from_a_newer_agent", 2),
+            ("another_new_one", 3),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let drops = recorded_drops(&recorded);
+        assert_eq!(drops.get("sockets_full"), Some(&48));
+        assert_eq!(drops.get("unowned_records"), Some(&1));
+        assert_eq!(drops.get("recorded_other"), Some(&5));
+        assert_eq!(drops.len(), 3);
+    }
 }

@@ -903,3 +903,13 @@ impl Waiting {
         self.child.wait_with_output().unwrap()
     }
 }
+
+/// A Python client (argv: host, port) that opens 64 TCP connections at once, prints `open 64`,
+/// then closes them: more sockets than a small `--map-sizes sockets=16` map holds.
+pub const PY_MANY_SOCKETS: &str = r#"
+import socket, sys
+socks = [socket.create_connection((sys.argv[1], int(sys.argv[2]))) for _ in range(64)]
+print("open", len(socks), flush=True)
+for s in socks:
+    s.close()
+"#;

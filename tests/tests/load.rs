@@ -160,15 +160,6 @@ fn sigterm_ends_a_run_within_a_second_during_a_flood() {
     );
 }
 
-/// Opens 64 TCP connections and keeps them all open, then closes them.
-const PY_MANY_SOCKETS: &str = r#"
-import socket, sys
-socks = [socket.create_connection((sys.argv[1], int(sys.argv[2]))) for _ in range(64)]
-print("open", len(socks), flush=True)
-for s in socks:
-    s.close()
-"#;
-
 /// Eight threads connect at the same time and stay alive until all have.
 const PY_MANY_THREADS: &str = r#"
 import socket, sys, threading
@@ -198,7 +189,8 @@ fn full_kernel_maps_count_what_they_refuse() {
         "--syscall-tracepoints",
     ]);
     let sockets = egress_monitor_tests::run_client(
-        egress_monitor_tests::python(PY_MANY_SOCKETS).args([up.v4, &HTTP.to_string()]),
+        egress_monitor_tests::python(egress_monitor_tests::PY_MANY_SOCKETS)
+            .args([up.v4, &HTTP.to_string()]),
     );
     assert_eq!(sockets.stdout().trim(), "open 64", "{:?}", sockets.output);
     std::thread::sleep(Duration::from_secs(1));

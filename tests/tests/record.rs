@@ -374,3 +374,47 @@ fn record_max_size_drops_the_oldest_data_and_says_so() {
     assert!((connects.len() as u64) < n, "{} of {n}", connects.len());
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn kernel_drops_of_the_live_run_are_in_its_replay() {
+    let _s = serial();
+    let d = dir("drops");
+    let up = Upstream::create().unwrap();
+    up.tcp_server(8080);
+    let recording = d.join("drops.emrec");
+    // A socket map of 16 for 64 connections at once: 48 refusals in the kernel, which the
+    // analysis never sees; the replay must still say the run lost them.
+    let monitor = Monitor::start(&[
+        "--comm",
+        "python3",
+        "--map-sizes",
+        "sockets=16",
+        "--record",
+        recording.to_str().unwrap(),
+    ]);
+    let c = run_client(python(egress_monitor_tests::PY_MANY_SOCKETS).args([up.v4, "8080"]));
+    ok(&c, "python sockets");
+    assert_eq!(c.stdout().trim(), "open 64");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let run = monitor.stop();
+    let live = run.status("shutdown")[0]["totals"]["drops"]["sockets_full"].clone();
+    assert_eq!(live, 48, "{}", run.dump());
+    let (lines, raw) = replay(&recording, None);
+    let shutdown = lines
+        .iter()
+        .find(|l| l["status"] == "shutdown")
+        .unwrap_or_else(|| panic!("{raw}"));
+    assert_eq!(shutdown["totals"]["drops"]["sockets_full"], live, "{raw}");
+    // Said where the live run counted them (once per second as they grew), the last one whole.
+    let said = lines
+        .iter()
+        .rfind(|l| l["status"] == "drops" && l["component"] == "recorded run")
+        .unwrap_or_else(|| panic!("no drops status in the replay:\n{raw}"));
+    assert_eq!(said["totals"]["drops"]["sockets_full"], 48, "{said}");
+    // Replaying counts the analysis' own drops again, never the recording's bookkeeping.
+    assert!(
+        shutdown["totals"]["drops"]["recording_dropped"].is_null(),
+        "{shutdown}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}

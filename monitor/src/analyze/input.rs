@@ -4,6 +4,7 @@
 //! bytes of a connection are never in it, only what the detectors decided about them
 //! ([`Observed`]).
 use std::{
+    collections::BTreeMap,
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -105,6 +106,10 @@ pub enum Input {
     Tick(Time),
     /// The periodic report of findings whose count grew.
     Flush,
+    /// What the live run had dropped outside the analysis so far (kernel maps, ring buffer,
+    /// its event loop), by reason: written when it changes, so a replay says what the recorded
+    /// run did not see. Appended last: older recordings keep their variant numbers.
+    LiveDrops(BTreeMap<String, u64>),
 }
 
 impl Input {
@@ -129,7 +134,10 @@ impl Input {
             | Input::Response(_, t)
             | Input::ProcessExit(_, t)
             | Input::Tick(t) => *t,
-            Input::AppChecksNames(_) | Input::ThreadExit { .. } | Input::Flush => return None,
+            Input::AppChecksNames(_)
+            | Input::ThreadExit { .. }
+            | Input::Flush
+            | Input::LiveDrops(_) => return None,
         };
         Some(t.into())
     }
@@ -199,6 +207,7 @@ impl Analyzer {
             Input::ProcessExit(key, t) => self.process_exit(*key, (*t).into(), out),
             Input::Tick(t) => self.tick((*t).into(), out),
             Input::Flush => self.flush(out),
+            Input::LiveDrops(drops) => self.live_drops.clone_from(drops),
         }
         true
     }

@@ -98,6 +98,8 @@ pub struct Analyzer {
     /// Replay: what a stream's close decided, given before the record that closes it.
     staged: HashMap<(ProcessKey, SockId), Observation>,
     drops: Drops,
+    /// The recorded run's drops outside the analysis (`Input::LiveDrops`), for replay's totals.
+    live_drops: BTreeMap<String, u64>,
 }
 
 /// What the detectors made of a connection's first bytes: the analysis input that stands in
@@ -201,6 +203,7 @@ impl Analyzer {
             streams: 0,
             staged: HashMap::new(),
             drops: Drops::default(),
+            live_drops: BTreeMap::new(),
         }
     }
 
@@ -776,6 +779,11 @@ impl Analyzer {
     /// What userspace dropped because a table was full.
     pub fn drops(&self) -> &Drops {
         &self.drops
+    }
+
+    /// What the recorded run had dropped outside the analysis, as last recorded (empty live).
+    pub fn live_drops(&self) -> &BTreeMap<String, u64> {
+        &self.live_drops
     }
 
     /// The size of every table, for `stats` status lines (and the churn test).

@@ -634,6 +634,20 @@ impl Session {
         procfs::Request::Liveness { pids }
     }
 
+    /// The drops outside the analysis (kernel maps and ring buffer, this loop), as a recording
+    /// keeps them (`Input::LiveDrops`); the recording's own drops are in its header.
+    fn live_drops(&self) -> std::collections::BTreeMap<String, u64> {
+        self.kernel
+            .drops()
+            .into_iter()
+            .chain(self.drops.iter())
+            .filter(|&(reason, n)| n > 0 && reason != "recording_dropped")
+            .fold(Default::default(), |mut m, (reason, n)| {
+                *m.entry(reason.to_string()).or_default() += n;
+                m
+            })
+    }
+
     /// Every drop, kernel side and userspace.
     fn all_drops(&self) -> std::collections::BTreeMap<&'static str, u64> {
         let mut drops = self.kernel.drops();
@@ -1274,6 +1288,10 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                     status.totals = Some(Totals { drops: now.clone(), ..session.tally.totals.clone() });
                     session.emit(Record::Status(status))?;
                     reported_drops = now;
+                    let live = session.live_drops();
+                    if !live.is_empty() {
+                        session.step(Input::LiveDrops(live));
+                    }
                 }
                 if ticks.is_multiple_of(30) {
                     let request = session.sweep_request();
@@ -1321,6 +1339,10 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     session
         .drops
         .add("waiting_at_shutdown", session.waiting_events as u64);
+    let live = session.live_drops();
+    if !live.is_empty() {
+        session.step(Input::LiveDrops(live));
+    }
     session.analyzer.finish(&mut session.out);
     session.drain()?;
     let message = if unfinished {
