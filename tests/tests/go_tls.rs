@@ -333,7 +333,8 @@ fn go_clients_skipping_verification_and_their_verifying_twins() {
     let callback = client(&s, &monitor, &stripped, "callback", SELF_SIGNED, &[]);
     let rootcas = client(&s, &monitor, &full, "rootcas", CA_SIGNED, &[]);
     let system = client(&s, &monitor, &stripped, "system", CA_SIGNED, &ca_env);
-    // Verification on, the self-signed peer: Go refuses, nothing is accepted.
+    // Verification on, the self-signed peer: Go refuses (an alert instead of its Finished),
+    // nothing is accepted, and the refusal is reported as the untrusted CA it is.
     let refused = client(&s, &monitor, &full, "rootcas", SELF_SIGNED, &[]);
     let run = monitor.stop();
 
@@ -364,13 +365,20 @@ fn go_clients_skipping_verification_and_their_verifying_twins() {
     assert_verified(&run, system.pid, "SSL_CERT_FILE");
     assert_eq!(
         run.ids(refused.pid),
-        Vec::<String>::new(),
-        "a refused handshake accepted nothing:\n{}",
+        vec!["TLS_UNTRUSTED_CA".to_string()],
+        "a refused handshake accepted nothing, and its CA is not trusted:\n{}",
         run.dump()
     );
-    for handshake in run.handshakes_of(refused.pid) {
+    let handshakes = run.handshakes_of(refused.pid);
+    assert!(!handshakes.is_empty(), "{}", run.dump());
+    for handshake in handshakes {
         assert_eq!(handshake["tls"]["application_data"], false, "{handshake}");
         assert_eq!(handshake["tls"]["verify_mode"], "peer", "{handshake}");
+        assert_eq!(
+            handshake["tls"]["verification"]["summary"],
+            "rejected by crypto/tls (the client answered with an alert)",
+            "{handshake}"
+        );
     }
     run.assert_no_secret(&s.token);
     let _ = std::fs::remove_dir_all(&s.root);

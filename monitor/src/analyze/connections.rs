@@ -57,15 +57,24 @@ pub struct Conn {
 /// TLS 1.3 clients send everything after the ClientHello as application-data records: the first
 /// is their Finished, and an alert is one too (19 bytes with a 16-byte tag), so data is a later
 /// application-data record longer than an alert.
+///
+/// A client that answers the server's certificate with an alert sends it as its first record
+/// after the ClientHello (and TLS 1.3's compatibility ChangeCipherSpec): in the clear under
+/// TLS 1.2 (an alert record), encrypted under TLS 1.3 (an application-data record no longer
+/// than an alert). That is how a refusal is told from a session that merely went unused.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TlsRecords {
     after_ccs: bool,
     tls12: bool,
     encrypted: u32,
     used: bool,
+    /// A record other than a ClientHello or ChangeCipherSpec was seen.
+    answered: bool,
+    refused: bool,
 }
 
 const CHANGE_CIPHER_SPEC: u8 = 20;
+const ALERT: u8 = 21;
 const HANDSHAKE: u8 = 22;
 const APPLICATION_DATA: u8 = 23;
 /// An encrypted TLS 1.3 alert: 2 bytes, the inner content type and a 16-byte tag (8 with the
@@ -76,6 +85,12 @@ impl TlsRecords {
     /// One record header (`first`: its first content byte). `true` when this record is the
     /// first application data.
     pub fn feed(&mut self, content_type: u8, first: u8, len: u32) -> bool {
+        let hello = content_type == HANDSHAKE && first == 1;
+        if !self.answered && content_type != CHANGE_CIPHER_SPEC && !hello {
+            self.answered = true;
+            self.refused = content_type == ALERT
+                || (content_type == APPLICATION_DATA && !self.tls12 && len <= LONGEST_ALERT);
+        }
         match content_type {
             CHANGE_CIPHER_SPEC => self.after_ccs = true,
             HANDSHAKE => {
@@ -106,6 +121,12 @@ impl TlsRecords {
 
     pub fn used(&self) -> bool {
         self.used
+    }
+
+    /// The client's first answer after its ClientHello was an alert: it refused the handshake
+    /// (in practice, the server's certificate).
+    pub fn refused(&self) -> bool {
+        self.refused
     }
 }
 
@@ -170,6 +191,11 @@ impl Connections {
 
     pub fn get(&self, id: SockId) -> Option<&Conn> {
         self.by_sock.get(&id)
+    }
+
+    /// The client on connection `id` refused its TLS handshake (`TlsRecords::refused`).
+    pub fn refused(&self, id: SockId) -> bool {
+        self.get(id).is_some_and(|c| c.tls.refused())
     }
 
     pub fn get_mut(&mut self, id: SockId) -> Option<&mut Conn> {
@@ -296,6 +322,44 @@ mod tests {
         records
             .iter()
             .position(|&(ty, first, len)| t.feed(ty, first, len))
+    }
+
+    #[test]
+    fn tls_records_tell_a_refusal_from_an_unused_session() {
+        let refused = |records: &[(u8, u8, u32)]| {
+            let mut t = TlsRecords::default();
+            for &(ct, first, len) in records {
+                t.feed(ct, first, len);
+            }
+            t.refused()
+        };
+        // TLS 1.3: ClientHello, CCS, then an encrypted alert instead of the Finished.
+        assert!(refused(&[(22, 1, 512), (20, 1, 1), (23, 0x17, 19)]));
+        assert!(refused(&[(22, 1, 512), (23, 0x17, 19)]));
+        // TLS 1.2: a plain alert right after the ClientHello.
+        assert!(refused(&[(22, 1, 300), (21, 2, 2)]));
+        // A Finished, then the alert (the server's refusal, or a closed session): not the client
+        // refusing the certificate. Nothing sent after the ClientHello: not a refusal either.
+        assert!(!refused(&[
+            (22, 1, 512),
+            (20, 1, 1),
+            (23, 0x9a, 53),
+            (23, 7, 19)
+        ]));
+        assert!(!refused(&[
+            (22, 1, 300),
+            (22, 16, 70),
+            (20, 1, 1),
+            (21, 0, 26)
+        ]));
+        assert!(!refused(&[(22, 1, 512)]));
+        // After a HelloRetryRequest the second ClientHello is not an answer.
+        assert!(refused(&[
+            (22, 1, 512),
+            (20, 1, 1),
+            (22, 1, 530),
+            (23, 3, 19)
+        ]));
     }
 
     #[test]

@@ -274,7 +274,7 @@ impl Analyzer {
             include_loopback,
             time,
             out,
-            |s, _, p| s.tls.finish(config, p),
+            |s, _, p| s.tls.finish(config, |sock| s.conns.refused(sock), p),
         );
         state.tls = tls::TlsProcess::default();
         out.actions.push(Action::Forget {
@@ -545,15 +545,17 @@ impl Analyzer {
         let Some(state) = self.processes.get_mut(key) else {
             return;
         };
-        // A Go TLS session on it that never sent application data is concluded with it.
+        // A Go TLS session on it that never sent application data is concluded with it (and
+        // the client's records say whether it refused the handshake).
         let (include_loopback, config) = (self.settings.include_loopback, &self.tls);
+        let refused = state.conns.refused(c.sock);
         tls_step(
             state,
             &mut self.drops,
             include_loopback,
             time,
             out,
-            |s, _, p| s.tls.connection_closed(config, c.sock, p),
+            |s, _, p| s.tls.connection_closed(config, c.sock, refused, p),
         );
         let Some(conn) = state.conns.remove(c.sock) else {
             return;
@@ -681,7 +683,7 @@ impl Analyzer {
             include_loopback,
             time,
             out,
-            |s, _, p| s.tls.finish(config, p),
+            |s, _, p| s.tls.finish(config, |sock| s.conns.refused(sock), p),
         );
         let mut conns: Vec<(SockId, SystemTime)> = state
             .conns

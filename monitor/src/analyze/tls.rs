@@ -81,6 +81,18 @@ fn untrusted_ca(code: i64) -> bool {
     matches!(code, 2 | 18 | 19 | 20 | 21 | 27)
 }
 
+/// The monitor's own check of a chain finds an untrusted issuer (or a self-signed leaf) and
+/// nothing else: no other chain problem, and the name, where checked, matches.
+fn only_the_issuer_is_wrong(v: Option<&x509::Verification>, name_ok: Option<bool>) -> bool {
+    v.is_some_and(|v| {
+        matches!(
+            v.chain,
+            Err(x509::Problem::UnknownIssuer | x509::Problem::SelfSigned)
+        ) && v.chain_also.is_empty()
+            && name_ok != Some(false)
+    })
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {
     Unknown,
@@ -128,6 +140,9 @@ struct Session {
     first_seen: SystemTime,
     /// A Go `crypto/tls` session: who verified the chain.
     go: Option<GoVerify>,
+    /// A Go session whose client answered the handshake with an alert (Go's own verification
+    /// result is not read: this is how its refusal shows).
+    go_refused: bool,
 }
 
 impl Session {
@@ -153,6 +168,7 @@ impl Session {
             used: false,
             first_seen: time,
             go: None,
+            go_refused: false,
         }
     }
 
@@ -285,11 +301,19 @@ impl TlsProcess {
 
     /// The process exited (or exec'd a new image): conclude every open session (a process may
     /// exit without `SSL_free`) and return the SSL objects the kernel may still hold state for.
-    pub fn finish(&mut self, judge: &TlsJudge, out: &mut Vec<TlsOutput>) -> Vec<u64> {
+    /// `refused`: whether the client's records on a connection say it refused the handshake
+    /// (`TlsRecords::refused`; a Go process may exit before its socket's close is seen).
+    pub fn finish(
+        &mut self,
+        judge: &TlsJudge,
+        refused: impl Fn(SockId) -> bool,
+        out: &mut Vec<TlsOutput>,
+    ) -> Vec<u64> {
         let mut ssl: Vec<u64> = self.settled.drain().collect();
         let mut sessions: Vec<(u64, Session)> = self.sessions.drain().collect();
         sessions.sort_by_key(|(_, s)| s.first_seen);
-        for (key, session) in sessions {
+        for (key, mut session) in sessions {
+            session.go_refused |= session.sock.is_some_and(&refused);
             judge.conclude(&session, self, out);
             ssl.push(key);
         }
@@ -614,9 +638,14 @@ impl TlsJudge {
             OpensslVerdict::Ok => ("ok", Some(0)),
             OpensslVerdict::Failed(code) => ("failed", Some(code)),
         };
+        // crypto/tls verified the chain and the client's answer was an alert: Go refused it.
+        let go_refused = s.go == Some(GoVerify::Library) && s.go_refused && !completed;
         let summary = match (completed, openssl) {
             (false, OpensslVerdict::Failed(code)) => {
                 format!("rejected: {}", verify_error_name(code))
+            }
+            (false, _) if go_refused => {
+                "rejected by crypto/tls (the client answered with an alert)".into()
             }
             (false, _) => "handshake did not complete".to_string(),
             (true, OpensslVerdict::Failed(code)) => {
@@ -785,6 +814,14 @@ impl TlsJudge {
                     self.pins.untrusted_ca(&pin_input, &self.trust),
                 );
             }
+        } else if go_refused && !s.used && only_the_issuer_is_wrong(verification.as_ref(), name_ok)
+        {
+            // Go's reason is not read; it is taken to be the CA only when the monitor's own
+            // check finds nothing else wrong (the name matches, nothing expired).
+            finding(
+                FindingId::TlsUntrustedCa,
+                self.pins.untrusted_ca(&pin_input, &self.trust),
+            );
         }
         for (id, extra) in self.pins.judge(&pin_input, &self.trust) {
             finding(id, extra);

@@ -72,8 +72,15 @@ impl TlsProcess {
     }
 
     /// Connection `sock` closed (or ended): a Go session on it that never sent application data
-    /// is concluded now (a failed or unused handshake).
-    pub fn connection_closed(&mut self, judge: &TlsJudge, sock: SockId, out: &mut Vec<TlsOutput>) {
+    /// is concluded now (a failed or unused handshake). `refused`: the client answered the
+    /// server's handshake with an alert (`TlsRecords::refused`).
+    pub fn connection_closed(
+        &mut self,
+        judge: &TlsJudge,
+        sock: SockId,
+        refused: bool,
+        out: &mut Vec<TlsOutput>,
+    ) {
         let conns: Vec<u64> = self
             .sessions
             .iter()
@@ -81,7 +88,8 @@ impl TlsProcess {
             .map(|(k, _)| *k)
             .collect();
         for conn in conns {
-            if let Some(session) = self.sessions.remove(&conn) {
+            if let Some(mut session) = self.sessions.remove(&conn) {
+                session.go_refused = refused;
                 judge.conclude(&session, self, out);
             }
             self.go_concluded(conn);
@@ -196,6 +204,7 @@ mod tests {
         chain: &[Vec<u8>],
         verify: Option<i64>,
         used: bool,
+        refused: bool,
     ) -> Vec<TlsOutput> {
         let mut p = TlsProcess::default();
         let conns = conns();
@@ -248,7 +257,7 @@ mod tests {
         if used {
             assert!(p.app_data(judge, SK, &mut out));
         } else {
-            p.connection_closed(judge, SK, &mut out);
+            p.connection_closed(judge, SK, refused, &mut out);
         }
         assert!(p.sessions.is_empty() && p.settled.is_empty() && p.goroutines.is_empty());
         out
@@ -279,7 +288,7 @@ mod tests {
     #[test]
     fn insecure_skip_verify_with_a_self_signed_peer() {
         let der = self_signed("api.test");
-        let out = handshake(&judge(TrustStore::empty()), &[der], None, true);
+        let out = handshake(&judge(TrustStore::empty()), &[der], None, true, false);
         assert_eq!(
             ids(&out),
             vec![
@@ -318,7 +327,7 @@ mod tests {
     fn crypto_tls_verified_the_chain() {
         let der = self_signed("api.test");
         // The monitor does not trust it, but Go did (its RootCAs): Go's verdict stands.
-        let out = handshake(&judge(TrustStore::empty()), &[der], Some(1), true);
+        let out = handshake(&judge(TrustStore::empty()), &[der], Some(1), true, false);
         assert_eq!(ids(&out), vec![]);
         let tls = handshake_event(&out);
         assert_eq!(tls["verify_mode"], "peer");
@@ -329,7 +338,7 @@ mod tests {
     #[test]
     fn a_callback_that_verifies_itself_is_not_called_disabled() {
         let der = self_signed("api.test");
-        let out = handshake(&judge(TrustStore::empty()), &[der], Some(0), true);
+        let out = handshake(&judge(TrustStore::empty()), &[der], Some(0), true, false);
         assert_eq!(ids(&out), vec![]);
         let tls = handshake_event(&out);
         assert!(tls["verification"]["summary"]
@@ -343,15 +352,52 @@ mod tests {
         let (ca, leaf) = ca_and_leaf("api.test");
         let mut trust = TrustStore::empty();
         trust.add_der(&ca).unwrap();
-        let out = handshake(&judge(trust), &[leaf, ca], None, true);
+        let out = handshake(&judge(trust), &[leaf, ca], None, true, false);
         assert_eq!(ids(&out), vec![FindingId::TlsVerifyDisabled]);
     }
 
     #[test]
     fn an_unused_session_is_concluded_at_close_without_a_finding() {
         let der = self_signed("api.test");
-        let out = handshake(&judge(TrustStore::empty()), &[der], None, false);
+        let out = handshake(&judge(TrustStore::empty()), &[der], None, false, false);
         assert_eq!(ids(&out), vec![]);
         assert_eq!(handshake_event(&out)["handshake"], "incomplete");
+    }
+
+    #[test]
+    fn a_refusal_of_an_untrusted_chain_is_an_untrusted_ca() {
+        let der = self_signed("api.test");
+        // crypto/tls verified (Verify called from verifyServerCertificate) and the client
+        // answered with an alert: Go refused the CA the monitor does not trust either.
+        let out = handshake(
+            &judge(TrustStore::empty()),
+            std::slice::from_ref(&der),
+            Some(1),
+            false,
+            true,
+        );
+        assert_eq!(ids(&out), vec![FindingId::TlsUntrustedCa]);
+        let tls = handshake_event(&out);
+        assert_eq!(tls["handshake"], "incomplete");
+        assert!(tls["verification"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("rejected by crypto/tls"));
+        // Closed without an alert: unused, not refused; nothing to say.
+        let out = handshake(&judge(TrustStore::empty()), &[der], Some(1), false, false);
+        assert_eq!(ids(&out), vec![]);
+    }
+
+    #[test]
+    fn a_refusal_for_another_reason_is_not_blamed_on_the_ca() {
+        // The chain is trusted here but names another host: the name, not the CA, was wrong.
+        let (ca, leaf) = ca_and_leaf("other.test");
+        let mut trust = TrustStore::empty();
+        trust.add_der(&ca).unwrap();
+        let out = handshake(&judge(trust), &[leaf.clone(), ca], Some(1), false, true);
+        assert_eq!(ids(&out), vec![]);
+        // Untrusted and misnamed: the reason cannot be told, so no finding either.
+        let out = handshake(&judge(TrustStore::empty()), &[leaf], Some(1), false, true);
+        assert_eq!(ids(&out), vec![]);
     }
 }
