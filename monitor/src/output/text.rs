@@ -163,6 +163,17 @@ pub fn write(out: &mut Vec<u8>, record: &Record) -> io::Result<()> {
             if let Some(reason) = f.evidence.get("reason").and_then(|r| r.as_str()) {
                 write!(out, ": {}", clean(reason))?;
             }
+            // The ready [[pins]] block is multi-line (JSON and reports carry it); one line here.
+            if let (Some(pin), false) = (
+                f.evidence.get("observed_pin").and_then(|p| p.as_str()),
+                f.evidence.get("snippet").is_none_or(|s| s.is_null()),
+            ) {
+                write!(
+                    out,
+                    "; its key is {} (`egress-monitor pins` writes the [[pins]] entry)",
+                    clean(pin)
+                )?;
+            }
             if f.count > 1 {
                 write!(out, " [x{}]", f.count)?;
             }
@@ -539,6 +550,29 @@ mod tests {
             "{unnamed}"
         );
         assert!(!event(None).contains("pod"));
+    }
+
+    #[test]
+    fn an_unpinned_high_value_host_names_its_key_on_one_line() {
+        let finding = |snippet: serde_json::Value| {
+            render(&Record::Finding(crate::output::finding::Finding {
+                time: SystemTime::UNIX_EPOCH,
+                id: crate::output::finding::FindingId::TlsUnpinnedHighValue,
+                process: Arc::new(ProcessInfo::default()),
+                destination: None,
+                evidence: serde_json::json!({
+                    "reason": "api.stripe.com is high-value",
+                    "observed_pin": "sha256/AAAA",
+                    "snippet": snippet,
+                }),
+                count: 1,
+            }))
+        };
+        let text = finding(serde_json::json!("[[pins]]\nhost = \"api.stripe.com\"\n"));
+        assert_inert(&text);
+        assert!(text.contains("its key is sha256/AAAA"), "{text}");
+        // Withheld (the chain did not verify here): no key offered.
+        assert!(!finding(serde_json::Value::Null).contains("its key"));
     }
 
     #[test]
