@@ -193,12 +193,12 @@ fn records_are_counted() {
     m.observe(&status(
         StatusKind::Attached,
         Some("uprobe:/usr/lib/x86_64-linux-gnu/libssl.so.3"),
-        "OpenSsl for host: 9 hooks",
+        "OpenSSL handshakes (shared libssl) in every process that maps it: 9 hooks",
     ));
     m.observe(&status(
         StatusKind::Attached,
         Some("uprobe:/srv/app/secret-token-in-a-path/libssl.so"),
-        "OpenSsl for pid 7: 9 hooks",
+        "OpenSSL handshakes (shared libssl) in pid 7 only: 9 hooks",
     ));
     m.observe(&status(
         StatusKind::Detached,

@@ -406,7 +406,7 @@ pub fn load(opts: &LoadOptions, tracefs: &Path) -> anyhow::Result<Loaded> {
             StatusKind::Attached,
             Some("data path".into()),
             format!(
-                "cgroup hooks on {} (connect4/6, sendmsg4/6, skb egress, sock_release): untargeted processes pay one lookup per connect and per packet",
+                "cgroup hooks on {} (connect4/6, sendmsg4/6, skb egress, sock_release): untargeted processes pay one target lookup per connect and one socket-storage check per packet",
                 root.display()
             ),
         ),

@@ -46,6 +46,17 @@ pub enum LibraryKind {
 }
 
 impl LibraryKind {
+    /// What the probes in such a file watch, for status lines.
+    fn describe(self) -> &'static str {
+        match self {
+            LibraryKind::Libssl => "OpenSSL handshakes (shared libssl)",
+            LibraryKind::Libcrypto => "certificate checks (shared libcrypto)",
+            LibraryKind::Embedded => "OpenSSL handshakes (embedded OpenSSL)",
+            LibraryKind::Libc => "TLS bypasses set at run time (setenv)",
+            LibraryKind::Go => "Go crypto/tls handshakes",
+        }
+    }
+
     fn provides(self, provider: Provider) -> bool {
         matches!(
             (self, provider),
@@ -869,7 +880,12 @@ impl TlsProbes {
             return (None, skipped(format!("{who}: {why}")));
         }
         self.by_inode.insert(inode, index);
-        let mut message = format!("{kind:?} for {who}: {attached} hooks");
+        let scope = match pid {
+            Some(pid) => format!("pid {pid} only"),
+            None => "every process that maps it".to_string(),
+        };
+        let plural = if attached == 1 { "" } else { "s" };
+        let mut message = format!("{} in {scope}: {attached} hook{plural}", kind.describe());
         if !missing.is_empty() && kind != LibraryKind::Libc {
             message.push_str(&format!(" (not exported: {})", missing.join(", ")));
         }
