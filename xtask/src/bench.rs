@@ -1453,7 +1453,18 @@ struct Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM first: the master stops its worker and waits for it (a SIGKILLed master leaves
+    /// its worker running, in the side's cgroup); SIGKILL after 5 s.
     fn drop(&mut self) {
+        // SAFETY: signalling our own child (`ip netns exec` has exec'd nginx's master).
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
