@@ -545,6 +545,11 @@ pub struct SockState {
     pub next_record: u32,
     /// TLS: records walked so far.
     pub records: u32,
+    /// `bpf_ktime_get_ns()` when the entry was made (at the connect, before its record): the
+    /// kernel reuses a freed `struct sock`'s memory for the next socket, so a settle meant for a
+    /// connection only applies to an entry made no later than that connection's records (0:
+    /// not tracked by address, as in `ServerSock`).
+    pub born: u64,
 }
 
 pub mod sock_flags {

@@ -140,9 +140,13 @@ fn curl_credentials_over_http_and_not_over_https() {
     assert_eq!(connects.len(), 1, "{}", run.dump());
     assert_eq!(connects[0]["destination"]["hostname"], "api.test");
     // The encrypted ones are named by their SNI.
+    let connects = run.connects_from(b_https.pid);
+    assert_eq!(connects.len(), 1, "{}", run.dump());
     assert_eq!(
-        run.connects_from(b_https.pid)[0]["destination"]["hostname"],
-        "api.test"
+        connects[0]["destination"]["hostname"],
+        "api.test",
+        "{}",
+        run.dump()
     );
     for planted in [&bearer, &password, &api_key] {
         run.assert_no_secret(planted);

@@ -9,7 +9,9 @@
 //! happened to the descriptor (`close`, `dup2` over it, `close_range`, close-on-exec, exit).
 use aya_ebpf::{
     bindings::BPF_ANY,
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_user},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+    },
     macros::{map, tracepoint},
     maps::HashMap,
     programs::TracePointContext,
@@ -153,7 +155,8 @@ fn track(pid_tgid: u64, fd: i32, sk: u64) -> u64 {
 }
 
 /// Track a TCP socket a target connects (`flags`: how its outcome will be learned). Counts a
-/// full map; `false` then.
+/// full map; `false` then. Called before the connect's record is made: the entry's `born` is
+/// then no later than any record of the connection (see `SockState::born`).
 #[inline(always)]
 pub fn insert_socket(sk: u64, tgid: u32, fd: i32, flags: u32) -> bool {
     let state = SockState {
@@ -166,6 +169,8 @@ pub fn insert_socket(sk: u64, tgid: u32, fd: i32, flags: u32) -> bool {
         next_seq: 0,
         next_record: 0,
         records: 0,
+        // SAFETY: helper without preconditions.
+        born: unsafe { bpf_ktime_get_ns() },
     };
     if SOCKETS.insert(sk, state, BPF_ANY as u64).is_err() {
         count_drop(Drop::SocketsFull);

@@ -92,6 +92,7 @@ fn on_bind(ctx: &SockAddrContext, family: u16) {
             next_seq: 0,
             next_record: 0,
             records: 0,
+            born: 0,
         },
         listener: id,
     };

@@ -48,8 +48,10 @@ pub struct Settings {
 pub enum Action {
     /// Stop reporting this TLS session's reads and writes.
     SettleTls { tgid: u32, ssl: u64 },
-    /// Stop copying this socket's writes.
-    SettleSocket { sock: SockId },
+    /// Stop copying this socket's writes. `seen`: the time of a record of the connection meant.
+    /// The kernel reuses a closed socket's memory for the next one, so a socket at the same
+    /// address made after that record is another connection, which this must leave alone.
+    SettleSocket { sock: SockId, seen: SystemTime },
     /// The process is gone (or exec'd): the kernel's per-session state for these SSL objects
     /// can go, and (unless it exec'd) the libraries it used have one user less.
     Forget {
@@ -357,7 +359,10 @@ impl Analyzer {
         conn.outcome_known = final_ret.is_some();
         if ignored {
             if c.sock != 0 {
-                out.actions.push(Action::SettleSocket { sock: c.sock });
+                out.actions.push(Action::SettleSocket {
+                    sock: c.sock,
+                    seen: time,
+                });
             }
         } else if c.sock != 0 || !conn.outcome_known {
             conn.held = Some(event);
@@ -411,17 +416,33 @@ impl Analyzer {
             if let Some(mut conn) = state.conns.remove(r.sock) {
                 self.streams -= conn.stream.take().is_some() as usize;
             }
-            self.processes.disown_socket(r.sock);
+            self.processes.disown_socket(r.sock, r.tgid);
+        }
+    }
+
+    /// The process whose connection `sock` is, for a record of `writer`: the writer's own
+    /// connection by that id when it has one, else the process that connected the socket (a
+    /// child writing to a socket it inherited). The kernel gives a closed socket's address to
+    /// the next one, and one process's records may be applied after another's (they waited for
+    /// its /proc read): the index by address alone can name the wrong process.
+    fn conn_owner(&self, writer: ProcessKey, sock: SockId) -> Option<ProcessKey> {
+        if self
+            .processes
+            .get(writer)
+            .is_some_and(|s| s.conns.get(sock).is_some())
+        {
+            return Some(writer);
+        }
+        match self.processes.socket_owner(sock) {
+            Some(pid) => self.processes.by_pid(pid).map(|s| s.key),
+            None => Some(writer),
         }
     }
 
     /// The first bytes of a write on a tracked socket.
     pub fn payload(&mut self, p: &Payload, time: SystemTime, out: &mut Out) {
         let writer = ProcessKey::new(p.tgid, p.start);
-        let owner = match self.processes.socket_owner(p.sock) {
-            Some(pid) => self.processes.by_pid(pid).map(|s| s.key),
-            None => Some(writer),
-        };
+        let owner = self.conn_owner(writer, p.sock);
         if self.processes.get(writer).is_none() {
             return;
         }
@@ -431,13 +452,19 @@ impl Analyzer {
                 .and_then(|s| s.conns.get_mut(p.sock))
             else {
                 // A socket whose connect we never saw (its record was dropped): stop paying.
-                out.actions.push(Action::SettleSocket { sock: p.sock });
+                out.actions.push(Action::SettleSocket {
+                    sock: p.sock,
+                    seen: time,
+                });
                 return;
             };
             if conn.stream.is_none() {
                 if self.streams >= plaintext::MAX_STREAMS {
                     self.drops.count("streams_full");
-                    out.actions.push(Action::SettleSocket { sock: p.sock });
+                    out.actions.push(Action::SettleSocket {
+                        sock: p.sock,
+                        seen: time,
+                    });
                     return;
                 }
                 conn.stream = Some(StreamInspector::new());
@@ -470,10 +497,7 @@ impl Analyzer {
             }
             return;
         }
-        let owner = match self.processes.socket_owner(o.sock) {
-            Some(pid) => self.processes.by_pid(pid).map(|s| s.key),
-            None => Some(o.writer),
-        };
+        let owner = self.conn_owner(o.writer, o.sock);
         let Some(writer_info) = self.processes.get(o.writer).map(|s| s.info.clone()) else {
             return;
         };
@@ -487,7 +511,10 @@ impl Analyzer {
         self.streams -= conn.stream.take().is_some() as usize;
         // A TLS connection goes on: its record headers tell whether the session was used.
         if !verdict.tls {
-            out.actions.push(Action::SettleSocket { sock: o.sock });
+            out.actions.push(Action::SettleSocket {
+                sock: o.sock,
+                seen: time,
+            });
         }
         self.apply_verdict(owner, o.writer, writer_info, o.sock, verdict, time, out);
     }
@@ -560,7 +587,7 @@ impl Analyzer {
         let Some(conn) = state.conns.remove(c.sock) else {
             return;
         };
-        self.processes.disown_socket(c.sock);
+        self.processes.disown_socket(c.sock, c.tgid);
         let state = self.processes.get_mut(key).expect("looked up above");
         end_connection(
             Ends {
@@ -617,7 +644,10 @@ impl Analyzer {
         }
         // Application data left: the session on this connection was used, and the kernel can
         // stop walking its records.
-        out.actions.push(Action::SettleSocket { sock: r.sock });
+        out.actions.push(Action::SettleSocket {
+            sock: r.sock,
+            seen: time,
+        });
         let config = &self.tls;
         tls_step(
             state,
@@ -1138,6 +1168,43 @@ mod tests {
         );
     }
 
+    /// Two processes' connections had the same kernel socket address, one after the other
+    /// (the kernel reused the memory), and the first one's records are applied late (they
+    /// waited for its /proc read) between the second one's: each connection still gets its
+    /// own first bytes.
+    #[test]
+    fn a_reused_socket_address_names_each_connection_by_its_own_bytes() {
+        let mut a = analyzer(Settings::default());
+        with_process(&mut a, 1, 100);
+        with_process(&mut a, 2, 200);
+        let mut out = Out::default();
+        let mut first = connect("10.203.0.2", 0);
+        first.port = 8443;
+        let mut second = connect("10.203.0.2", 0);
+        (second.tgid, second.start, second.tid) = (2, 200, 2);
+        a.connect(&first, T0, &mut out);
+        a.connect(&second, T0, &mut out);
+        // The first process's bytes come after the second process's connect.
+        a.payload(&hello(1, 100, SK), T0, &mut out);
+        a.socket_close(&close(1, 100, SK), T0, &mut out);
+        let mut other = hello(2, 200, SK);
+        other.data = b"GET / HTTP/1.1\r\nHost: other.test\r\n\r\n".to_vec();
+        other.len = other.data.len() as u32;
+        a.payload(&other, T0, &mut out);
+        a.socket_close(&close(2, 200, SK), T0, &mut out);
+        let names: Vec<(u32, Option<&str>)> = events(&out)
+            .iter()
+            .map(|e| match &e.detail {
+                EventDetail::Connect { destination, .. } => {
+                    (e.process.pid, destination.hostname.as_deref())
+                }
+                other => panic!("not a connect: {other:?}"),
+            })
+            .collect();
+        assert_eq!(names, [(1, Some("api.test")), (2, Some("other.test"))]);
+        assert_eq!(a.processes().socket_index_len(), 0);
+    }
+
     fn result(sock: SockId, result: i32) -> ConnectResult {
         ConnectResult {
             tgid: 1,
@@ -1219,7 +1286,10 @@ mod tests {
             .secrets
             .iter()
             .any(|s| s.as_bytes() == b"tok-0123456789abcdef"));
-        assert!(out.actions.contains(&Action::SettleSocket { sock: SK }));
+        // Named by the payload's time: a later socket at the same address is left alone.
+        assert!(out
+            .actions
+            .contains(&Action::SettleSocket { sock: SK, seen: T0 }));
     }
 
     #[test]

@@ -135,8 +135,12 @@ impl Processes {
         self.sock_owner.insert(id, pid);
     }
 
-    pub fn disown_socket(&mut self, id: SockId) {
-        self.sock_owner.remove(&id);
+    /// `pid`'s connection on socket `id` ended. The index entry goes only if it is still
+    /// `pid`'s: the address may name another process's newer socket by now.
+    pub fn disown_socket(&mut self, id: SockId, pid: u32) {
+        if self.sock_owner.get(&id) == Some(&pid) {
+            self.sock_owner.remove(&id);
+        }
     }
 
     /// The process that connected socket `id`.

@@ -50,6 +50,18 @@ impl Clock {
     pub fn at(&self, ktime_ns: u64) -> SystemTime {
         self.boot + Duration::from_nanos(ktime_ns)
     }
+
+    /// The kernel time `at` turned into `time` (exact both ways; 0 for a time before boot).
+    pub fn ktime(&self, time: SystemTime) -> u64 {
+        time.duration_since(self.boot)
+            .map_or(0, |d| d.as_nanos() as u64)
+    }
+
+    /// Now, on the clock of the records (the kernel's monotonic clock): a step of the wall
+    /// clock does not age or rejuvenate what the records timed.
+    pub fn now(&self) -> SystemTime {
+        self.at(monotonic_now().as_nanos() as u64)
+    }
 }
 
 impl Default for Clock {
@@ -322,5 +334,21 @@ impl Sink {
         text::write_summary(&mut self.line, rows, more, drops)?;
         self.scrubber.scrub(&mut self.line);
         self.out.write_all(&self.line)
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::Clock;
+
+    #[test]
+    fn record_times_turn_back_into_kernel_times_exactly() {
+        let clock = Clock::new();
+        for ktime in [0, 1, 999_999_999, 39_684_133_111_496] {
+            assert_eq!(clock.ktime(clock.at(ktime)), ktime);
+        }
+        let now = clock.now();
+        assert!(clock.ktime(now) > 0);
+        assert_eq!(clock.ktime(std::time::UNIX_EPOCH), 0, "before boot");
     }
 }

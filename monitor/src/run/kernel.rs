@@ -36,8 +36,15 @@ impl<K: aya::Pod, V: aya::Pod> KernelTable<K, V> for BpfHashMap<MapData, K, V> {
 
 /// Mark a tracked socket done. Between the read and the write the kernel may close the socket
 /// and drop its entry: the write only updates an existing entry, so it cannot bring it back.
-fn settle_socket(sockets: &mut impl KernelTable<u64, SockState>, sock: u64) {
+/// `seen` (kernel time) is a record of the connection meant: an entry made after it is a new
+/// socket the kernel put at the same address once the old one was freed (a verdict that comes
+/// late, after its process's records waited for /proc, must not stop the capture of another
+/// connection's first bytes).
+fn settle_socket(sockets: &mut impl KernelTable<u64, SockState>, sock: u64, seen: u64) {
     if let Some(mut state) = sockets.get(&sock) {
+        if state.born > seen {
+            return;
+        }
         state.flags |= sock_flags::DONE;
         sockets.update(sock, state, BPF_EXIST);
     }
@@ -75,10 +82,11 @@ impl KernelMaps {
         })
     }
 
-    /// Stop copying a socket's writes (if the kernel still tracks it).
-    pub fn settle_socket(&mut self, sock: u64) {
+    /// Stop copying a socket's writes (if the kernel still tracks the connection that had a
+    /// record at kernel time `seen`).
+    pub fn settle_socket(&mut self, sock: u64, seen: u64) {
         if let Some(sockets) = self.sockets.as_mut() {
-            settle_socket(sockets, sock);
+            settle_socket(sockets, sock, seen);
         }
     }
 
@@ -213,12 +221,31 @@ mod tests {
             ..SockState::default()
         };
         let mut map = racy(HashMap::from([(sk, state)]), false);
-        settle_socket(&mut map, sk);
+        settle_socket(&mut map, sk, 1_000);
         assert_eq!(map.entries[&sk].flags & sock_flags::DONE, sock_flags::DONE);
         // The socket is closed between the read and the write.
         let mut map = racy(HashMap::from([(sk, state)]), true);
-        settle_socket(&mut map, sk);
+        settle_socket(&mut map, sk, 1_000);
         assert!(map.entries.is_empty(), "a closed socket stays gone");
+    }
+
+    #[test]
+    fn a_late_verdict_leaves_the_next_socket_at_the_same_address_alone() {
+        let sk = 0xffff_8880_0000_1000;
+        // One process's connection had its records at 1,000..2,000 ns and closed; the kernel
+        // gave its memory to another process's socket, connected at 5,000 ns.
+        let next = SockState {
+            tgid: 8,
+            fd: 5,
+            born: 5_000,
+            ..SockState::default()
+        };
+        let mut map = racy(HashMap::from([(sk, next)]), false);
+        settle_socket(&mut map, sk, 1_500);
+        assert_eq!(map.entries[&sk], next, "its first bytes are still captured");
+        // The new connection's own verdict (its payload at 6,000 ns) settles it.
+        settle_socket(&mut map, sk, 6_000);
+        assert_eq!(map.entries[&sk].flags & sock_flags::DONE, sock_flags::DONE);
     }
 
     #[test]

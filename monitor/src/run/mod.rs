@@ -85,6 +85,11 @@ const MAX_WAITING: usize = 65_536;
 /// promptly even during a flood.
 const FINAL_DRAIN: Duration = Duration::from_millis(250);
 const FINAL_WAIT: Duration = Duration::from_millis(200);
+/// How far the hold of connect events may trail the clock while records are still on their
+/// way to the analysis (waiting for their process to be read, or left in the ring by a full
+/// batch): past this, a connect goes out as it stands (a backlog that long is the /proc
+/// worker's or the ring's, and the reports of every other process must not wait on it).
+const HOLD_LAG_MAX: Duration = Duration::from_secs(10);
 
 /// Records of one process that wait until it is read.
 struct Waiting {
@@ -120,6 +125,10 @@ struct Session {
     recorder: Option<crate::record::Writer>,
     /// The kernel's marks on targets' listeners (`run/server.rs`).
     listeners: server::ListenerMarks,
+    /// Kernel time of the last record read from the ring.
+    last_read: u64,
+    /// The last batch left records in the ring: they are no older than `last_read`.
+    ring_behind: bool,
 }
 
 /// The records a process emits in its own context while it lives: the first of them is
@@ -254,7 +263,9 @@ impl Session {
         }
         for action in self.out.actions.drain(..) {
             match action {
-                Action::SettleSocket { sock } => self.kernel.settle_socket(sock),
+                Action::SettleSocket { sock, seen } => {
+                    self.kernel.settle_socket(sock, self.clock.ktime(seen));
+                }
                 Action::SettleTls { tgid, ssl } => self.kernel.settle_tls(tgid, ssl),
                 Action::Forget {
                     tgid,
@@ -298,7 +309,10 @@ impl Session {
 
     fn handle(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
         match decode::decode(bytes) {
-            Ok(event) => self.dispatch(event),
+            Ok(event) => {
+                self.last_read = event.ktime_ns();
+                self.dispatch(event)
+            }
             Err(err) => {
                 self.tally.totals.decode_errors += 1;
                 tracing::debug!("undecodable record: {err}");
@@ -462,7 +476,14 @@ impl Session {
                 filename,
             } => {
                 let info = match loaded.read.as_ref().map(|r| r.info.clone()) {
-                    Some(info) => info,
+                    // Exited but not reaped yet (a zombie has no /proc/PID/exe): the path the
+                    // kernel saw at the exec stands in.
+                    Some(mut info) => {
+                        if info.exe.is_none() && filename.starts_with('/') {
+                            info.exe = Some(filename.to_string());
+                        }
+                        info
+                    }
                     // Gone already: without a command line only --all, --pid and --comm match.
                     None => vanished(
                         pid,
@@ -486,8 +507,11 @@ impl Session {
                     }
                     self.install(key, &loaded);
                 } else {
-                    // Not watched: records it left meanwhile (none, normally) have no owner.
-                    return self.abandon(waiting);
+                    // Not watched. What waited for it is normally nothing, or the exec of its
+                    // next image: a program that execs another at once (`env`, `sh -c 'exec
+                    // ..'`, `ip netns exec`, rustup's and pyenv's proxies), read before that
+                    // exec. The next image is judged on its own.
+                    return self.abandon_until_exec(waiting);
                 }
             }
             LoadReason::FirstSight { comm } => {
@@ -534,6 +558,26 @@ impl Session {
             self.drops.add("unowned_records", w.events.len() as u64);
         }
         self.drain()
+    }
+
+    /// A process read at an exec is no target: the records that waited for it up to its next
+    /// exec have no owner (counted); that exec and what came after it go through `dispatch`
+    /// again, so the program it runs next is read and judged too.
+    fn abandon_until_exec(&mut self, waiting: Option<Waiting>) -> anyhow::Result<()> {
+        let Some(mut w) = waiting else {
+            return self.drain();
+        };
+        let next_exec = w
+            .events
+            .iter()
+            .position(|e| matches!(e, RawEvent::Exec(_)))
+            .unwrap_or(w.events.len());
+        let later = Waiting {
+            start: w.start,
+            events: w.events.split_off(next_exec),
+        };
+        self.abandon(Some(w))?;
+        self.replay(Some(later))
     }
 
     /// A child of an MCP server counts as one.
@@ -648,6 +692,22 @@ impl Session {
             })
     }
 
+    /// How far the analysis has seen the kernel's records, on their clock: now, or the oldest
+    /// record not applied yet (waiting for its process to be read, or still in the ring after a
+    /// full batch), at most `HOLD_LAG_MAX` back. Held connects are timed against it, not the
+    /// wall clock: one whose first bytes (its SNI or Host) were captured but wait behind a
+    /// /proc read is not given up on meanwhile.
+    fn analysed_until(&self) -> SystemTime {
+        let oldest = self
+            .waiting
+            .values()
+            .filter_map(|w| w.events.front())
+            .map(RawEvent::ktime_ns)
+            .chain(self.ring_behind.then_some(self.last_read))
+            .min();
+        hold_clock(self.clock.now(), oldest.map(|k| self.clock.at(k)))
+    }
+
     /// Every drop, kernel side and userspace.
     fn all_drops(&self) -> std::collections::BTreeMap<&'static str, u64> {
         let mut drops = self.kernel.drops();
@@ -677,6 +737,15 @@ impl Session {
             rss_bytes: resident_bytes(),
             ..self.tally.totals.clone()
         }
+    }
+}
+
+/// The time held connects are measured against: `now`, or the time of the oldest record not
+/// applied yet, but at most [`HOLD_LAG_MAX`] back.
+fn hold_clock(now: SystemTime, oldest_unapplied: Option<SystemTime>) -> SystemTime {
+    match oldest_unapplied {
+        Some(oldest) => oldest.clamp(now.checked_sub(HOLD_LAG_MAX).unwrap_or(now), now),
+        None => now,
     }
 }
 
@@ -1106,6 +1175,8 @@ async fn start(args: RunArgs) -> anyhow::Result<Started> {
         tally: crate::output::tally::Tally::new(suppressions),
         recorder,
         listeners,
+        last_read: 0,
+        ring_behind: false,
     };
     for (key, loaded) in initial {
         session.set_name_checks(key, &loaded);
@@ -1220,6 +1291,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                 if empty {
                     guard.clear_ready();
                 }
+                session.ring_behind = !empty;
                 session.sink.flush()?;
                 session.metrics.heartbeat();
                 if !empty {
@@ -1297,7 +1369,8 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                     let request = session.sweep_request();
                     let _ = session.procfs_tx.send(request);
                 }
-                session.step(Input::Tick(SystemTime::now().into()));
+                let until = session.analysed_until();
+                session.step(Input::Tick(until.into()));
                 if ticks.is_multiple_of(60) {
                     session.step(Input::Flush);
                 }
@@ -1444,5 +1517,25 @@ fn teardown_in_background(targets: &mut Targets, tls: &mut TlsProbes) {
         pid if pid > 0 => {}
         // No child: detach here, slowly but surely.
         _ => tracing::debug!("fork failed; detaching uprobes in the foreground"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_connects_wait_for_the_records_still_on_their_way() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        assert_eq!(hold_clock(now, None), now);
+        // A ClientHello read 2.5 s ago waits behind its process's /proc read: the hold stops
+        // there, so the connect before it is not given up on.
+        let waiting = now - Duration::from_millis(2_500);
+        assert_eq!(hold_clock(now, Some(waiting)), waiting);
+        // A backlog longer than HOLD_LAG_MAX holds nobody longer than that.
+        let stuck = now - Duration::from_secs(60);
+        assert_eq!(hold_clock(now, Some(stuck)), now - HOLD_LAG_MAX);
+        // A record stamped after `now` (clocks read in another order) holds nothing.
+        assert_eq!(hold_clock(now, Some(now + Duration::from_millis(3))), now);
     }
 }

@@ -186,6 +186,7 @@ impl Session {
                     next_seq: 0,
                     next_record: 0,
                     records: 0,
+                    born: 0,
                 },
                 listener: id,
             };
