@@ -159,7 +159,10 @@ fn odd_libraries_leave_status_lines_and_connect_tracing_works() {
             )
         });
     assert!(
-        attached["message"].as_str().unwrap().contains("Libcrypto"),
+        attached["message"]
+            .as_str()
+            .unwrap()
+            .contains("certificate checks (shared libcrypto)"),
         "{attached}"
     );
     assert!(
